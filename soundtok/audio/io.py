@@ -1,0 +1,143 @@
+"""Reading, writing, resampling and channel conversion. Waveforms are float32 in [-1, 1], shaped [C, T]
+for one clip and [B, C, T] for a batch."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+import torch
+
+from soundtok.errors import AudioLoadingError, InvalidAudioError, OutputExistsError
+
+log = logging.getLogger(__name__)
+
+#: formats soundfile writes for us, by file extension
+WRITE_FORMATS = {".wav": ("WAV", "FLOAT"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS")}
+
+
+def check_waveform(wav: torch.Tensor, sample_rate: int, *, what: str = "audio") -> None:
+    """Validate a batch ``[B, C, T]``; raise :class:`InvalidAudioError` saying what to fix."""
+    if not isinstance(wav, torch.Tensor):
+        raise InvalidAudioError(f"{what} must be a torch.Tensor shaped [B, C, T], got {type(wav).__name__}")
+    if wav.ndim != 3:
+        hint = " (for one mono clip of shape [T] use wav[None, None])" if wav.ndim in (1, 2) else ""
+        raise InvalidAudioError(f"expected {what} shaped [B, C, T], got {tuple(wav.shape)}{hint}")
+    if not wav.is_floating_point():
+        raise InvalidAudioError(f"{what} must be floating point in [-1, 1], got dtype {wav.dtype}")
+    if wav.shape[0] == 0 or wav.shape[1] == 0 or wav.shape[2] == 0:
+        raise InvalidAudioError(f"{what} is empty: shape {tuple(wav.shape)}")
+    if not isinstance(sample_rate, int | np.integer) or isinstance(sample_rate, bool) or sample_rate <= 0:
+        raise InvalidAudioError(f"sample_rate must be a positive integer (Hz), got {sample_rate!r}")
+    if not bool(torch.isfinite(wav).all()):
+        raise InvalidAudioError(f"{what} contains NaN or Inf samples; clean or clip the signal before tokenizing")
+
+
+def resample(wav: torch.Tensor, orig_sr: int, target_sr: int) -> torch.Tensor:
+    """Resample ``[..., T]`` with soxr (high quality). Output length is ``round(T * target / orig)``."""
+    if orig_sr == target_sr:
+        return wav
+    lead = wav.shape[:-1]
+    frames = wav.reshape(-1, wav.shape[-1]).T.contiguous().cpu().double().numpy()  # [T, N] for soxr
+    out = soxr.resample(frames, orig_sr, target_sr, quality="HQ")
+    if out.ndim == 1:
+        out = out[:, None]
+    return torch.from_numpy(np.ascontiguousarray(out.T)).to(wav.dtype).reshape(*lead, -1).to(wav.device)
+
+
+def convert_channels(wav: torch.Tensor, channels: int) -> torch.Tensor:
+    """``[..., C, T] -> [..., channels, T]``: average to mono, or repeat mono to more channels."""
+    have = wav.shape[-2]
+    if have == channels:
+        return wav
+    if channels == 1:
+        return wav.mean(dim=-2, keepdim=True)
+    if have == 1:
+        return wav.expand(*wav.shape[:-2], channels, wav.shape[-1]).clone()
+    raise InvalidAudioError(f"cannot convert {have}-channel audio to {channels} channels; mix it to mono first")
+
+
+def load_audio(
+    path: str | os.PathLike[str],
+    sample_rate: int | None = None,
+    channels: int | None = None,
+    *,
+    min_duration: float = 0.0,
+) -> tuple[torch.Tensor, int]:
+    """Read an audio file as float32 ``[C, T]``, optionally resampled and channel-converted.
+
+    Raises :class:`AudioLoadingError` for a missing, unreadable, empty, too short or non-finite file.
+
+    >>> from soundtok.testing import fixture_path
+    >>> wav, sr = load_audio(fixture_path("speech"), sample_rate=16000)
+    >>> wav.shape[0], sr
+    (1, 16000)
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AudioLoadingError(f"{path}: no such audio file")
+    try:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)  # [T, C]
+    except Exception as exc:  # soundfile raises several types, none of them ours
+        raise AudioLoadingError(
+            f"{path}: cannot read it as audio ({type(exc).__name__}: {exc}); "
+            "soundtok reads WAV, FLAC, OGG and the other formats libsndfile knows"
+        ) from None
+    if data.shape[0] == 0 or data.shape[1] == 0:
+        raise AudioLoadingError(f"{path}: the file holds no audio samples")
+    if not np.isfinite(data).all():
+        raise AudioLoadingError(f"{path}: the file holds NaN or Inf samples")
+    if data.shape[0] / sr < min_duration:
+        raise AudioLoadingError(f"{path}: {data.shape[0] / sr:.3f} s is shorter than the {min_duration} s needed")
+    wav = torch.from_numpy(np.ascontiguousarray(data.T))  # [C, T]
+    if channels is not None:
+        wav = convert_channels(wav, channels)
+    if sample_rate is not None and sample_rate != sr:
+        wav = resample(wav, sr, sample_rate)
+        sr = sample_rate
+    return wav, int(sr)
+
+
+def atomic_write_bytes(path: Path, write: object, *, force: bool = False) -> None:
+    """Create ``path`` by calling ``write(tmp_path)`` then renaming, so a crash never leaves a partial file.
+
+    Refuses to replace an existing file unless ``force``.
+    """
+    path = Path(path)
+    if path.exists() and not force:
+        raise OutputExistsError(f"{path} already exists; pass --force (force=True) to overwrite it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))  # type: ignore[operator]
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_audio(path: str | os.PathLike[str], wav: torch.Tensor, sample_rate: int, *, force: bool = False) -> Path:
+    """Write ``[C, T]`` (or ``[T]``) float audio to .wav (float32), .flac (16-bit) or .ogg (Vorbis), atomically."""
+    path = Path(path)
+    fmt = WRITE_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise InvalidAudioError(f"{path}: unknown audio extension; use one of {sorted(WRITE_FORMATS)}")
+    if wav.ndim == 1:
+        wav = wav[None]
+    if wav.ndim != 2:
+        raise InvalidAudioError(f"save_audio expects [C, T] audio, got {tuple(wav.shape)}")
+    data = wav.detach().float().cpu().clamp(-1.0, 1.0).numpy().T  # [T, C]
+    if fmt[0] != "WAV" and np.abs(wav.detach()).max() > 1.0:
+        log.warning("%s: samples beyond [-1, 1] were clipped", path)
+
+    def write(tmp: Path) -> None:
+        sf.write(str(tmp), data, sample_rate, format=fmt[0], subtype=fmt[1])
+
+    atomic_write_bytes(path, write, force=force)
+    return path

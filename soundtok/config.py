@@ -1,0 +1,46 @@
+"""Frozen, validated config dataclasses that round-trip through JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import Any, TypeVar
+
+C = TypeVar("C", bound="Config")
+
+
+def _to_json_value(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_to_json_value(v) for v in value]
+    return value
+
+
+def _from_json_value(value: Any) -> Any:
+    # JSON has no tuples; configs use tuples so they stay hashable and immutable.
+    if isinstance(value, list):
+        return tuple(_from_json_value(v) for v in value)
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Base of every config. Subclasses are ``@dataclass(frozen=True)`` and validate in ``__post_init__``."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _to_json_value(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls: type[C], data: dict[str, Any]) -> C:
+        """Build from a JSON dict; unknown keys are an error (they usually mean a version mismatch)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"{cls.__name__} has no field(s) {unknown}; known fields: {sorted(names)}")
+        return cls(**{k: _from_json_value(v) for k, v in data.items()})
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    def digest(self) -> str:
+        return hashlib.sha256(self.to_json().encode()).hexdigest()
