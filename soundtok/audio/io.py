@@ -39,7 +39,7 @@ def check_waveform(wav: torch.Tensor, sample_rate: int, *, what: str = "audio") 
 
 
 def resample(wav: torch.Tensor, orig_sr: int, target_sr: int) -> torch.Tensor:
-    """Resample ``[..., T]`` with soxr (high quality). Output length is ``round(T * target / orig)``."""
+    """Resample ``[..., T]`` with soxr (high quality). Output length is ``floor(T * target / orig + 0.5)``."""
     if orig_sr == target_sr:
         return wav
     lead = wav.shape[:-1]
@@ -48,6 +48,11 @@ def resample(wav: torch.Tensor, orig_sr: int, target_sr: int) -> torch.Tensor:
     if out.ndim == 1:
         out = out[:, None]
     return torch.from_numpy(np.ascontiguousarray(out.T)).to(wav.dtype).reshape(*lead, -1).to(wav.device)
+
+
+def resampled_length(length: int, orig_sr: int, target_sr: int) -> int:
+    """Samples :func:`resample` returns for ``length`` input samples (soxr rounds half up)."""
+    return (2 * length * target_sr + orig_sr) // (2 * orig_sr)
 
 
 def convert_channels(wav: torch.Tensor, channels: int) -> torch.Tensor:

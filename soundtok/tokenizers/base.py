@@ -55,7 +55,8 @@ class AudioTokenizer(nn.Module, ABC):
     #: True if padding after an item changes its codes/audio (e.g. global normalisation); then items of
     #: different lengths are run one length-group at a time so batch results equal one-by-one results.
     pad_sensitive: ClassVar[bool] = False
-    default_chunk_seconds: ClassVar[float] = 30.0
+    #: chunk length for long inputs; None for families that stream in bounded memory themselves
+    default_chunk_seconds: ClassVar[float | None] = 30.0
 
     def __init__(self, config: Config, name: str | None = None) -> None:
         super().__init__()
@@ -233,7 +234,10 @@ class AudioTokenizer(nn.Module, ABC):
             outs.append(out)
         return outs
 
-    def _chunk_samples(self, chunk_seconds: float | None) -> int:
+    def _chunk_samples(self, chunk_seconds: float | None, total: int) -> int:
+        """Samples per chunk: a whole number of strides, or ``total`` for families that stream themselves."""
+        if self.default_chunk_seconds is None:
+            return max(total, self.stride)
         seconds = self.default_chunk_seconds if chunk_seconds is None else chunk_seconds
         if seconds <= 0:
             raise InvalidAudioError(f"chunk_seconds must be positive, got {seconds}")
@@ -245,7 +249,7 @@ class AudioTokenizer(nn.Module, ABC):
         # zero every item after its own end, and pad the batch to a whole number of strides
         mask = torch.arange(wav.shape[-1], device=wav.device)[None, None, :] < lengths.to(wav.device)[:, None, None]
         wav = torch.nn.functional.pad(wav * mask, (0, padded - wav.shape[-1]))
-        chunk = self._chunk_samples(chunk_seconds)
+        chunk = self._chunk_samples(chunk_seconds, padded)
         context = int(frames_for(self.context_samples, stride)) * stride
         pieces: list[list[torch.Tensor]] = []
         for start in range(0, padded, chunk):
@@ -257,18 +261,18 @@ class AudioTokenizer(nn.Module, ABC):
                 [c[:, (start - lo) // s.hop_length : (stop - lo) // s.hop_length] for c, s in zip(codes, self.levels, strict=True)]
             )
         codes = [torch.cat([p[level] for p in pieces], dim=1).long() for level in range(self.num_levels)]
-        for level, spec in enumerate(self.levels):  # padding frames hold 0, whatever the model emitted there
-            valid = torch.arange(codes[level].shape[1], device=codes[level].device)[None] < frames_for(
-                lengths, spec.hop_length
-            ).to(codes[level].device)[:, None]
-            codes[level] = (codes[level] * valid).cpu()
+        for level, spec in enumerate(self.levels):
+            frames = frames_for(lengths, spec.hop_length)
+            level_codes = codes[level][:, : int(frames.max())].cpu()  # [B, T'_l] of the longest item
+            valid = torch.arange(level_codes.shape[1])[None] < frames[:, None]
+            codes[level] = level_codes * valid  # padding frames hold 0, whatever the model emitted there
         return codes
 
     def _decode_chunked(self, codes: list[torch.Tensor], lengths: torch.Tensor, chunk_seconds: float | None) -> torch.Tensor:
         stride = self.stride
         units = int(frames_for(int(lengths.max()), stride))  # strides in the longest item
         codes = [_pad_frames(c, units * stride // s.hop_length) for c, s in zip(codes, self.levels, strict=True)]
-        chunk_units = self._chunk_samples(chunk_seconds) // stride
+        chunk_units = self._chunk_samples(chunk_seconds, units * stride) // stride
         context_units = -(-self.decode_context_frames * max(s.hop_length for s in self.levels) // stride)
         pieces = []
         for start in range(0, units, chunk_units):

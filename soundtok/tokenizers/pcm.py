@@ -6,6 +6,7 @@ contract, for tests and as a high-bitrate reference.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -58,12 +59,17 @@ class PCMTokenizer(AudioTokenizer):
         return [codes.long()]  # [B, T]
 
     def _decode(self, codes: list[torch.Tensor], lengths: torch.Tensor) -> torch.Tensor:
+        return self._table.to(codes[0].device)[codes[0]][:, None, :]  # [B, 1, T]
+
+    @functools.cached_property
+    def _table(self) -> torch.Tensor:
+        """Sample value of every code: a lookup keeps decoding exact whatever the batch shape."""
         n = 2**self.config.bits
-        y = (codes[0].float() + 0.5) / n * 2.0 - 1.0  # bin centres
+        y = (torch.arange(n, dtype=torch.float64) + 0.5) / n * 2.0 - 1.0  # bin centres
         if self.config.companding == "mulaw":
-            mu = 2**self.config.bits - 1
+            mu = n - 1
             y = torch.sign(y) * ((1 + mu) ** y.abs() - 1) / mu
-        return y[:, None, :]  # [B, 1, T]
+        return y.float()
 
 
 for _sr in (8000, 16000):

@@ -1,0 +1,95 @@
+"""A tiny neural tokenizer for tests: random weights, two levels at different frame rates, a known receptive field.
+
+It exercises everything a real family brings to the contract (parameters and a weight fingerprint, levels at
+different rates, a receptive field that spans frame borders, checkpoints) in a few thousand parameters. Importing
+this module registers the ``toy`` family and the ``toy-tiny`` preset.
+
+>>> import soundtok, torch
+>>> import soundtok.testing.dummies  # registers "toy"
+>>> tok = soundtok.load("toy-tiny")
+>>> tok.frame_rates, tok.codebook_sizes
+((100.0, 50.0), (16, 32))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from soundtok.config import Config
+from soundtok.registry import PRESETS, Preset, register_family, register_preset
+from soundtok.tokenizers.base import AudioTokenizer
+from soundtok.types import LevelSpec
+
+
+@dataclass(frozen=True)
+class ToyConfig(Config):
+    sample_rate: int = 16000
+    hops: tuple[int, ...] = (160, 320)
+    codebook_sizes: tuple[int, ...] = (16, 32)
+    dim: int = 8
+    context: int = 80  # samples each frame sees beyond its own span, on each side
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if len(self.hops) != len(self.codebook_sizes) or not self.hops:
+            raise ValueError("hops and codebook_sizes need one entry per level")
+        if min(self.hops) <= 0 or min(self.codebook_sizes) < 2 or self.context < 0 or self.dim <= 0:
+            raise ValueError(f"invalid toy config {self}")
+
+
+class _ToyLevel(nn.Module):
+    def __init__(self, hop: int, size: int, dim: int, context: int) -> None:
+        super().__init__()
+        self.hop, self.context = hop, context
+        self.analysis = nn.Conv1d(1, dim, kernel_size=hop + 2 * context, stride=hop)
+        self.codebook = nn.Parameter(torch.randn(size, dim))
+        self.synthesis = nn.ConvTranspose1d(dim, 1, kernel_size=hop, stride=hop)
+
+    def encode(self, wav: torch.Tensor) -> torch.Tensor:
+        x = F.pad(wav, (self.context, self.context))  # zeros beyond the window = zeros beyond the signal
+        z = torch.tanh(self.analysis(x)).transpose(1, 2)  # [B, T', D]
+        distances = torch.cdist(z, self.codebook[None].expand(z.shape[0], -1, -1))  # [B, T', N]
+        return distances.argmin(dim=-1)  # [B, T']
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        z = F.embedding(codes, self.codebook).transpose(1, 2)  # [B, D, T']
+        return torch.tanh(self.synthesis(z)) * 0.5  # [B, 1, T' * hop]
+
+
+@register_family("toy", ToyConfig)
+class ToyTokenizer(AudioTokenizer):
+    """Random-weight multi-rate tokenizer; chunked == whole exactly since ``context_samples`` covers its field."""
+
+    config: ToyConfig
+
+    def __init__(self, config: ToyConfig, name: str | None = None) -> None:
+        super().__init__(config, name)
+        gen_state = torch.random.get_rng_state()
+        torch.manual_seed(config.seed)
+        self.level_nets = nn.ModuleList(
+            _ToyLevel(h, n, config.dim, config.context) for h, n in zip(config.hops, config.codebook_sizes, strict=True)
+        )
+        torch.random.set_rng_state(gen_state)
+        self.context_samples = config.context  # type: ignore[misc]  # per-instance: it depends on the config
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.sample_rate
+
+    @property
+    def levels(self) -> tuple[LevelSpec, ...]:
+        return tuple(LevelSpec(h, n) for h, n in zip(self.config.hops, self.config.codebook_sizes, strict=True))
+
+    def _encode(self, wav: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
+        return [net.encode(wav) for net in self.level_nets]
+
+    def _decode(self, codes: list[torch.Tensor], lengths: torch.Tensor) -> torch.Tensor:
+        return sum(net.decode(c) for net, c in zip(self.level_nets, codes, strict=True))  # type: ignore[return-value]
+
+
+if "toy-tiny" not in PRESETS:
+    register_preset(Preset("toy-tiny", "toy", "tiny random two-rate tokenizer for tests", config=ToyConfig()))
