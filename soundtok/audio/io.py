@@ -138,7 +138,7 @@ def save_audio(path: str | os.PathLike[str], wav: torch.Tensor, sample_rate: int
     if wav.ndim != 2:
         raise InvalidAudioError(f"save_audio expects [C, T] audio, got {tuple(wav.shape)}")
     data = wav.detach().float().cpu().clamp(-1.0, 1.0).numpy().T  # [T, C]
-    if fmt[0] != "WAV" and np.abs(wav.detach()).max() > 1.0:
+    if fmt[0] != "WAV" and float(wav.detach().abs().max()) > 1.0:
         log.warning("%s: samples beyond [-1, 1] were clipped", path)
 
     def write(tmp: Path) -> None:
