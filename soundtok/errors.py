@@ -46,3 +46,7 @@ class OutputExistsError(SoundtokError, FileExistsError):
 
 class MetricUnavailableError(SoundtokError):
     """A metric's optional dependency or model is not installed."""
+
+
+class CorpusError(SoundtokError):
+    """A manifest, corpus layout or dataset description is missing, malformed or inconsistent."""

@@ -1,0 +1,1 @@
+"""The ``soundtok`` command line: one typer app, one small module per group of commands."""
