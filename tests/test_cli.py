@@ -1,0 +1,94 @@
+"""The command line: each command end to end, its exit codes and its messages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from soundtok.audio.io import load_audio, save_audio
+from soundtok.cli.main import main
+from soundtok.testing import fixture_path
+from soundtok.tokenfile import read_token_file
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_list_shows_every_preset(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "list")
+    assert code == 0
+    for name in ("mulaw-8bit-16k", "codec2-3200", "codec2-700c"):
+        assert name in out
+    assert "128000" in out  # mulaw-8bit-16k bitrate
+
+
+def test_tokenize_info_detokenize(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    stok, wav = tmp_path / "a.stok", tmp_path / "a.wav"
+    code, _, err = run(capsys, "tokenize", fixture_path("digit"), "-t", "mulaw-8bit-8k", "-o", stok)
+    assert code == 0, err
+    code, out, _ = run(capsys, "info", stok)
+    assert code == 0 and "mulaw-8bit-8k" in out and "8000 frames/s" in out and "digit.flac" in out
+    code, _, err = run(capsys, "detokenize", stok, "-o", wav)
+    assert code == 0, err
+    audio, sr = load_audio(wav)
+    src, _ = load_audio(fixture_path("digit"), sample_rate=8000)
+    assert sr == 8000 and audio.shape == src.shape
+
+
+def test_outputs_are_not_overwritten_without_force(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    stok = tmp_path / "a.stok"
+    assert run(capsys, "tokenize", fixture_path("digit"), "-t", "mulaw-8bit-8k", "-o", stok)[0] == 0
+    before = stok.read_bytes()
+    code, _, err = run(capsys, "tokenize", fixture_path("speech"), "-t", "mulaw-8bit-8k", "-o", stok)
+    assert code == 1 and "--force" in err and stok.read_bytes() == before
+    assert run(capsys, "tokenize", fixture_path("speech"), "-t", "mulaw-8bit-8k", "-o", stok, "--force")[0] == 0
+    assert stok.read_bytes() != before
+
+
+def test_many_files_into_a_folder(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _, _ = run(capsys, "tokenize", fixture_path("digit"), fixture_path("sneeze"), "-t", "mulaw-4bit-8k", "-o", tmp_path / "t")
+    assert code == 0
+    assert sorted(p.name for p in (tmp_path / "t").iterdir()) == ["digit.stok", "sneeze.stok"]
+    assert read_token_file(tmp_path / "t" / "sneeze.stok").metadata == {"source": "sneeze.flac"}
+
+
+def test_errors_exit_1_with_a_message(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    stok = tmp_path / "a.stok"
+    run(capsys, "tokenize", fixture_path("digit"), "-t", "mulaw-8bit-8k", "-o", stok)
+    code, _, err = run(capsys, "detokenize", stok, "-t", "mulaw-4bit-8k", "-o", tmp_path / "x.wav")
+    assert code == 1 and "made by mulaw-8bit-8k" in err and not (tmp_path / "x.wav").exists()
+    bogus = tmp_path / "bogus.wav"
+    bogus.write_text("hello, this is not audio at all")
+    code, _, err = run(capsys, "tokenize", bogus, "-t", "mulaw-8bit-8k", "-o", tmp_path / "b.stok")
+    assert code == 1 and "cannot read it as audio" in err
+    code, _, err = run(capsys, "info", bogus)
+    assert code == 1 and "not a soundtok token file" in err
+    code, _, err = run(capsys, "tokenize", bogus, "-t", "no-such", "-o", tmp_path / "c.stok")
+    assert code == 1 and "soundtok list" in err
+
+
+def test_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "tokenize")[0] == 2
+
+
+def test_eval_prints_metrics(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    import torch
+
+    ref, sr = load_audio(fixture_path("speech"))
+    noisy = ref + 0.05 * torch.randn(ref.shape, generator=torch.Generator().manual_seed(0))
+    save_audio(tmp_path / "noisy.wav", noisy, sr)
+    code, out, err = run(
+        capsys, "eval", fixture_path("speech"), tmp_path / "noisy.wav", "--metrics", "si_sdr,mel_distance,stoi", "--json"
+    )
+    assert code == 0, err
+    metrics = json.loads(out)["metrics"]
+    assert sorted(metrics) == ["mel_distance", "si_sdr", "stoi"]
+    assert all(m["unavailable_reason"] is None for m in metrics.values())
+    assert -10 < metrics["si_sdr"]["value"] < 40 and 0.5 < metrics["stoi"]["value"] < 1.0
+    code, out, _ = run(capsys, "eval", fixture_path("speech"), tmp_path / "noisy.wav", "--metrics", "si_sdr")
+    assert code == 0 and "si_sdr" in out and "dB" in out
