@@ -27,7 +27,8 @@ from tqdm import tqdm
 
 import soundtok
 from soundtok.audio.io import load_audio, resample
-from soundtok.eval import asr, perceptual, tokens as token_metrics
+from soundtok.eval import asr, perceptual
+from soundtok.eval import tokens as token_metrics
 from soundtok.registry import PRESETS, available
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,8 +115,12 @@ def main() -> None:
         entry: dict[str, object] = {}
         if name in tokenizers:
             stats = token_metrics.token_stats(all_tokens[name])
-            entry.update(bitrate=tokenizers[name].bitrate, entropy_bitrate=round(stats.entropy_bitrate, 1),
-                         token_rate=tokenizers[name].token_rate, sample_rate=tokenizers[name].sample_rate)
+            entry.update(
+                bitrate=tokenizers[name].bitrate,
+                entropy_bitrate=round(stats.entropy_bitrate, 1),
+                token_rate=tokenizers[name].token_rate,
+                sample_rate=tokenizers[name].sample_rate,
+            )
         else:
             entry.update(bitrate=256000.0, entropy_bitrate=None, token_rate=None, sample_rate=16000)
         for metric, values in per_metric.items():
@@ -141,7 +146,8 @@ def render(results: dict) -> str:
         f" ({results['elapsed_seconds']} s on {results['machine']}).",
         "Decoded audio is resampled to 16 kHz and compared with the original; 8 kHz tokenizers lose everything above"
         " 4 kHz, which WB-PESQ penalises. WER: Whisper tiny.en vs the LibriSpeech transcript; dWER: vs Whisper's"
-        " transcript of the original; both pooled over the corpus (all errors / all reference words; per-clip means with"
+        " transcript of the original; both pooled over the corpus (all errors / all reference words; per-clip means"
+        " with"
         " intervals are in the JSON). Other columns: mean ± 95% interval over clips.",
         "",
         "| tokenizer | rate Hz | bit/s nominal | bit/s entropy | tokens/s | STOI | PESQ-WB | PESQ-NB | WER | dWER |",

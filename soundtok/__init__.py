@@ -20,7 +20,7 @@ from soundtok.errors import (  # noqa: E402
 )
 from soundtok.registry import build, list_presets, load  # noqa: E402
 from soundtok.tokenizers.base import AudioTokenizer  # noqa: E402
-from soundtok.types import LevelSpec, Tokens, TokenizerId  # noqa: E402
+from soundtok.types import LevelSpec, TokenizerId, Tokens  # noqa: E402
 
 __all__ = [
     "AudioLoadingError",

@@ -76,7 +76,9 @@ def read_checkpoint_config(folder: str | os.PathLike[str]) -> dict[str, Any]:
     """The parsed ``config.json`` of a checkpoint folder, validated for the keys soundtok needs."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise CheckpointError(f"{folder}: not a checkpoint folder (expected a folder with {CONFIG_FILE} and {WEIGHTS_FILE})")
+        raise CheckpointError(
+            f"{folder}: not a checkpoint folder (expected a folder with {CONFIG_FILE} and {WEIGHTS_FILE})"
+        )
     path = folder / CONFIG_FILE
     if not path.is_file():
         raise CheckpointError(f"{folder}: {CONFIG_FILE} is missing; this is not a soundtok checkpoint folder")
@@ -115,18 +117,23 @@ def load_checkpoint(folder: str | os.PathLike[str], device: str = "cpu") -> Audi
     try:
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{weights}: corrupt or truncated safetensors file ({exc}); re-download or re-export it") from None
+        raise CheckpointError(
+            f"{weights}: corrupt or truncated safetensors file ({exc}); re-download or re-export it"
+        ) from None
     expected = tokenizer.state_dict()
     missing = sorted(set(expected) - set(state))
     if missing:
-        raise CheckpointError(f"{weights}: missing tensors {missing[:5]}{'...' if len(missing) > 5 else ''} for family {family.name!r}")
+        raise CheckpointError(
+            f"{weights}: missing tensors {missing[:5]}{'...' if len(missing) > 5 else ''} for family {family.name!r}"
+        )
     unexpected = sorted(set(state) - set(expected))
     if unexpected:
         log.warning("%s: ignoring unexpected tensors %s", weights, unexpected[:5])
     for key, value in expected.items():
         if tuple(state[key].shape) != tuple(value.shape):
             raise CheckpointError(
-                f"{weights}: tensor {key!r} has shape {tuple(state[key].shape)}, the config builds {tuple(value.shape)}; "
+                f"{weights}: tensor {key!r} has shape {tuple(state[key].shape)}, "
+                f"the config builds {tuple(value.shape)}; "
                 "config.json and model.safetensors do not belong together"
             )
     tokenizer.load_state_dict({k: state[k].to(expected[k].dtype) for k in expected}, strict=True)

@@ -45,7 +45,9 @@ FAMILIES: dict[str, Family] = {}
 PRESETS: dict[str, Preset] = {}
 
 
-def register_family(name: str, config_class: type[Config], unavailable: Callable[[], str | None] = lambda: None) -> Callable[[T], T]:
+def register_family(
+    name: str, config_class: type[Config], unavailable: Callable[[], str | None] = lambda: None
+) -> Callable[[T], T]:
     """Class decorator: make a tokenizer class loadable by family name from checkpoints."""
 
     def wrap(cls: T) -> T:

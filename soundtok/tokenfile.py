@@ -37,14 +37,14 @@ import torch
 
 from soundtok.audio.io import atomic_write_bytes
 from soundtok.errors import TokenFileError
-from soundtok.types import LevelSpec, Tokens, TokenizerId, frames_for
+from soundtok.types import LevelSpec, TokenizerId, Tokens, frames_for
 
 MAGIC = b"STOK"
 VERSION = 1
 SUFFIX = ".stok"
 MAX_HEADER = 1 << 20
 _PREFIX = struct.Struct("<4sHI")
-_DTYPES = {"u1": np.dtype("<u1"), "u2": np.dtype("<u2"), "u4": np.dtype("<u4")}
+_DTYPES: dict[str, np.dtype] = {"u1": np.dtype("<u1"), "u2": np.dtype("<u2"), "u4": np.dtype("<u4")}
 
 
 def code_dtype(codebook_size: int) -> str:
@@ -118,7 +118,8 @@ def from_bytes(data: bytes, source: str = "<bytes>") -> TokenFile:
         tokenizer = TokenizerId.from_dict(header["tokenizer"])
         sample_rate, length = int(header["sample_rate"]), int(header["length"])
         level_info = [
-            (int(lv["hop_length"]), int(lv["codebook_size"]), int(lv["frames"]), str(lv["dtype"])) for lv in header["levels"]
+            (int(lv["hop_length"]), int(lv["codebook_size"]), int(lv["frames"]), str(lv["dtype"]))
+            for lv in header["levels"]
         ]
         metadata = header.get("metadata", {})
     except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -129,7 +130,9 @@ def from_bytes(data: bytes, source: str = "<bytes>") -> TokenFile:
     levels, codes = [], []
     for i, (hop, size, frames, dtype) in enumerate(level_info):
         if dtype not in _DTYPES or hop <= 0 or size <= 1 or frames != int(frames_for(length, hop)):
-            raise bad(f"level {i}: inconsistent description (hop {hop}, codebook {size}, frames {frames}, dtype {dtype!r})")
+            raise bad(
+                f"level {i}: inconsistent description (hop {hop}, codebook {size}, frames {frames}, dtype {dtype!r})"
+            )
         nbytes = frames * _DTYPES[dtype].itemsize
         if offset + nbytes > len(data) - 4:
             raise bad(f"level {i}: the file ends before its {frames} codes")

@@ -147,7 +147,9 @@ class Tokens:
         return Tokens(tuple(codes), lengths, first.sample_rate, first.levels, first.tokenizer)
 
     def to(self, device: torch.device | str) -> Tokens:
-        return Tokens(tuple(c.to(device) for c in self.codes), self.lengths, self.sample_rate, self.levels, self.tokenizer)
+        return Tokens(
+            tuple(c.to(device) for c in self.codes), self.lengths, self.sample_rate, self.levels, self.tokenizer
+        )
 
     def equal(self, other: Tokens) -> bool:
         """Same tokenizer, lengths and valid codes (padding ignored)."""

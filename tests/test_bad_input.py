@@ -130,7 +130,9 @@ def test_token_file_with_code_outside_codebook(valid_file_bytes: bytes) -> None:
     header = json.loads(valid_file_bytes[10 : 10 + header_len])
     header["levels"][0]["codebook_size"] = 4
     new_header = json.dumps(header).encode()
-    body = valid_file_bytes[:6] + struct.pack("<I", len(new_header)) + new_header + valid_file_bytes[10 + header_len : -4]
+    body = (
+        valid_file_bytes[:6] + struct.pack("<I", len(new_header)) + new_header + valid_file_bytes[10 + header_len : -4]
+    )
     with pytest.raises(TokenFileError, match="outside its codebook"):
         from_bytes(body + struct.pack("<I", zlib.crc32(body)))
 
@@ -223,7 +225,12 @@ def test_fuzz_token_reader_random_bytes(data: bytes) -> None:
 
 
 @FUZZ
-@given(cut=st.integers(min_value=0), flip=st.integers(min_value=0), bit=st.integers(0, 7), mode=st.sampled_from(["cut", "flip"]))
+@given(
+    cut=st.integers(min_value=0),
+    flip=st.integers(min_value=0),
+    bit=st.integers(0, 7),
+    mode=st.sampled_from(["cut", "flip"]),
+)
 def test_fuzz_token_reader_damaged_files(valid_file_bytes: bytes, cut: int, flip: int, bit: int, mode: str) -> None:
     if mode == "cut":
         damaged = valid_file_bytes[: cut % len(valid_file_bytes)]

@@ -51,7 +51,9 @@ def test_outputs_are_not_overwritten_without_force(capsys: pytest.CaptureFixture
 
 
 def test_many_files_into_a_folder(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    code, _, _ = run(capsys, "tokenize", fixture_path("digit"), fixture_path("sneeze"), "-t", "mulaw-4bit-8k", "-o", tmp_path / "t")
+    code, _, _ = run(
+        capsys, "tokenize", fixture_path("digit"), fixture_path("sneeze"), "-t", "mulaw-4bit-8k", "-o", tmp_path / "t"
+    )
     assert code == 0
     assert sorted(p.name for p in (tmp_path / "t").iterdir()) == ["digit.stok", "sneeze.stok"]
     assert read_token_file(tmp_path / "t" / "sneeze.stok").metadata == {"source": "sneeze.flac"}
@@ -83,7 +85,13 @@ def test_eval_prints_metrics(capsys: pytest.CaptureFixture[str], tmp_path: Path)
     noisy = ref + 0.05 * torch.randn(ref.shape, generator=torch.Generator().manual_seed(0))
     save_audio(tmp_path / "noisy.wav", noisy, sr)
     code, out, err = run(
-        capsys, "eval", fixture_path("speech"), tmp_path / "noisy.wav", "--metrics", "si_sdr,mel_distance,stoi", "--json"
+        capsys,
+        "eval",
+        fixture_path("speech"),
+        tmp_path / "noisy.wav",
+        "--metrics",
+        "si_sdr,mel_distance,stoi",
+        "--json",
     )
     assert code == 0, err
     metrics = json.loads(out)["metrics"]

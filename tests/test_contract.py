@@ -94,7 +94,10 @@ def test_chunked_equals_whole(case: tuple[Case, soundtok.AudioTokenizer]) -> Non
     chunked = tok.encode(wav, c.input_rate, lengths, chunk_seconds=c.chunk_seconds)
     assert chunked.equal(whole)
     torch.testing.assert_close(
-        tok.decode(whole, chunk_seconds=c.chunk_seconds), tok.decode(whole, chunk_seconds=100.0), atol=c.decode_atol, rtol=0
+        tok.decode(whole, chunk_seconds=c.chunk_seconds),
+        tok.decode(whole, chunk_seconds=100.0),
+        atol=c.decode_atol,
+        rtol=0,
     )
 
 

@@ -24,5 +24,7 @@ def test_no_torchaudio_or_torchvision() -> None:
 
 
 def test_no_cuda_runtime_wheels() -> None:
-    cuda = sorted(d.metadata["Name"] for d in importlib.metadata.distributions() if d.metadata["Name"].startswith("nvidia-"))
+    cuda = sorted(
+        d.metadata["Name"] for d in importlib.metadata.distributions() if d.metadata["Name"].startswith("nvidia-")
+    )
     assert not cuda, f"CUDA wheels installed ({cuda[:3]}...): something pulled a CUDA torch"

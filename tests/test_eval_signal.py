@@ -85,8 +85,14 @@ def test_log_mel_refuses_too_short_or_integer_audio() -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    [dict(win_length=2048), dict(f_max=9000.0), dict(f_min=8000.0), dict(n_mels=0), dict(hop_length=1.5),
-     dict(log_floor=0.0)],
+    [
+        dict(win_length=2048),
+        dict(f_max=9000.0),
+        dict(f_min=8000.0),
+        dict(n_mels=0),
+        dict(hop_length=1.5),
+        dict(log_floor=0.0),
+    ],
 )
 def test_mel_config_validates(bad: dict) -> None:
     with pytest.raises(ValueError, match="MelConfig"):
@@ -100,20 +106,34 @@ def test_mel_config_round_trips_through_json() -> None:
 
 @pytest.mark.parametrize(
     "cfg",
-    [MelConfig(), MelConfig(sample_rate=24000, n_fft=1024, win_length=800, hop_length=240, n_mels=100,
-                            f_min=20.0, f_max=12000.0)],
+    [
+        MelConfig(),
+        MelConfig(sample_rate=24000, n_fft=1024, win_length=800, hop_length=240, n_mels=100, f_min=20.0, f_max=12000.0),
+    ],
 )
 def test_mel_matches_librosa(cfg: MelConfig) -> None:
     librosa = pytest.importorskip("librosa")
-    fb = librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.f_min,
-                             fmax=cfg.f_max, htk=False, norm="slaney")
+    fb = librosa.filters.mel(
+        sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.f_min, fmax=cfg.f_max, htk=False, norm="slaney"
+    )
     np.testing.assert_allclose(mel_filterbank(cfg).numpy(), fb, rtol=1e-5, atol=1e-7)
 
     x = 0.1 * np.random.default_rng(0).standard_normal(cfg.sample_rate).astype(np.float32)
     mel = librosa.feature.melspectrogram(
-        y=x, sr=cfg.sample_rate, n_fft=cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.win_length,
-        window="hann", center=True, pad_mode="reflect", power=1.0, n_mels=cfg.n_mels, fmin=cfg.f_min,
-        fmax=cfg.f_max, htk=False, norm="slaney",
+        y=x,
+        sr=cfg.sample_rate,
+        n_fft=cfg.n_fft,
+        hop_length=cfg.hop_length,
+        win_length=cfg.win_length,
+        window="hann",
+        center=True,
+        pad_mode="reflect",
+        power=1.0,
+        n_mels=cfg.n_mels,
+        fmin=cfg.f_min,
+        fmax=cfg.f_max,
+        htk=False,
+        norm="slaney",
     )
     np.testing.assert_allclose(log_mel(torch.from_numpy(x), cfg).numpy(), np.log(np.maximum(mel, 1e-5)), atol=1e-4)
 
@@ -287,8 +307,9 @@ def test_default_metrics_need_a_transcript_for_wer() -> None:
 
 
 def test_unavailable_metrics_carry_a_reason_never_a_number() -> None:
-    report = evaluate(torch.zeros(16000), torch.zeros(16000), 16000,
-                      metrics=["si_sdr", "mel_distance", "pesq_wb", "stoi", "wer"])
+    report = evaluate(
+        torch.zeros(16000), torch.zeros(16000), 16000, metrics=["si_sdr", "mel_distance", "pesq_wb", "stoi", "wer"]
+    )
     assert report["mel_distance"].value == 0.0
     for name in ("si_sdr", "pesq_wb", "stoi", "wer"):
         value = report[name]

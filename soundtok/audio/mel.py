@@ -116,8 +116,12 @@ def mel_to_hz(mel: torch.Tensor) -> torch.Tensor:
 def _filterbank64(config: MelConfig) -> torch.Tensor:
     fft_freqs = torch.linspace(0.0, config.sample_rate / 2, config.n_freqs, dtype=torch.float64)  # [F]
     edges = mel_to_hz(
-        torch.linspace(float(hz_to_mel(torch.tensor(config.f_min))), float(hz_to_mel(torch.tensor(config.f_max))),
-                       config.n_mels + 2, dtype=torch.float64)
+        torch.linspace(
+            float(hz_to_mel(torch.tensor(config.f_min))),
+            float(hz_to_mel(torch.tensor(config.f_max))),
+            config.n_mels + 2,
+            dtype=torch.float64,
+        )
     )  # [M + 2] band edges in Hz
     widths = edges.diff()  # [M + 1]
     ramps = edges[:, None] - fft_freqs[None, :]  # [M + 2, F]
@@ -131,8 +135,9 @@ def _filterbank64(config: MelConfig) -> torch.Tensor:
     return weights
 
 
-def mel_filterbank(config: MelConfig | None = None, *, dtype: torch.dtype = torch.float32,
-                   device: torch.device | str | None = None) -> torch.Tensor:
+def mel_filterbank(
+    config: MelConfig | None = None, *, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
+) -> torch.Tensor:
     """The ``[n_mels, n_fft // 2 + 1]`` Slaney mel filterbank of ``config`` (equal to ``librosa.filters.mel``).
 
     >>> mel_filterbank(MelConfig()).shape
@@ -162,8 +167,16 @@ def log_mel(wav: torch.Tensor, config: MelConfig | None = None) -> torch.Tensor:
     x = wav.reshape(-1, wav.shape[-1]).to(dtype)  # [N, T]
     window = torch.hann_window(config.win_length, periodic=True, dtype=dtype, device=wav.device)
     spec = torch.stft(
-        x, n_fft=config.n_fft, hop_length=config.hop_length, win_length=config.win_length, window=window,
-        center=True, pad_mode="reflect", normalized=False, onesided=True, return_complex=True,
+        x,
+        n_fft=config.n_fft,
+        hop_length=config.hop_length,
+        win_length=config.win_length,
+        window=window,
+        center=True,
+        pad_mode="reflect",
+        normalized=False,
+        onesided=True,
+        return_complex=True,
     )  # [N, F, frames]
     mel = mel_filterbank(config, dtype=dtype, device=wav.device) @ spec.abs()  # [N, n_mels, frames]
     return torch.log(mel.clamp(min=config.log_floor)).reshape(*lead, config.n_mels, -1)

@@ -38,11 +38,15 @@ def setup_assets() -> None:
     reason = _unavailable()
     typer.echo(f"{'missing' if reason else 'ok':9} libcodec2: codec2 tokenizers" + (f" ({reason})" if reason else ""))
     ffmpeg = shutil.which("ffmpeg")
-    typer.echo(f"{'ok' if ffmpeg else 'missing':9} ffmpeg: Opus baselines" + ("" if ffmpeg else " (apt-get install ffmpeg)"))
+    typer.echo(
+        f"{'ok' if ffmpeg else 'missing':9} ffmpeg: Opus baselines" + ("" if ffmpeg else " (apt-get install ffmpeg)")
+    )
 
 
 def demo(
-    output: Annotated[Path, typer.Option("-o", "--output", help="folder for the decoded clips")] = Path("soundtok-demo"),
+    output: Annotated[Path, typer.Option("-o", "--output", help="folder for the decoded clips")] = Path(
+        "soundtok-demo"
+    ),
     clip: Annotated[str, typer.Option(help="bundled clip: speech, digit or sneeze")] = "speech",
     force: Annotated[bool, typer.Option("--force", help="overwrite earlier demo outputs")] = False,
 ) -> None:

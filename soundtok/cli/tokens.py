@@ -128,7 +128,9 @@ def info(path: Annotated[Path, typer.Argument(help="a .stok token file or a chec
         typer.echo(f"family       {meta['family']}")
         typer.echo(f"name         {meta.get('name', path.name)}")
         typer.echo(f"written by   soundtok {meta.get('soundtok_version', '?')} (format {meta['format']})")
-        typer.echo(f"weights      {weights.stat().st_size / 1e6:.2f} MB" if weights.exists() else "weights      MISSING")
+        typer.echo(
+            f"weights      {weights.stat().st_size / 1e6:.2f} MB" if weights.exists() else "weights      MISSING"
+        )
         typer.echo("config       " + json.dumps(meta["config"], sort_keys=True))
         if meta.get("extra"):
             typer.echo("extra        " + json.dumps(meta["extra"], sort_keys=True))
@@ -139,7 +141,9 @@ def info(path: Annotated[Path, typer.Argument(help="a .stok token file or a chec
     t = tf.tokens
     typer.echo(f"token file   {path} ({path.stat().st_size} bytes)")
     typer.echo(f"tokenizer    {t.tokenizer}")
-    typer.echo(f"audio        {int(t.lengths[0])} samples at {t.sample_rate} Hz = {int(t.lengths[0]) / t.sample_rate:.3f} s")
+    typer.echo(
+        f"audio        {int(t.lengths[0])} samples at {t.sample_rate} Hz = {int(t.lengths[0]) / t.sample_rate:.3f} s"
+    )
     typer.echo(f"bitrate      {t.bitrate:g} bit/s nominal")
     for level in range(t.num_levels):
         typer.echo(

@@ -100,9 +100,7 @@ def check_sample_rate(sample_rate: int) -> int:
     return int(sample_rate)
 
 
-def prepare_pair(
-    ref: AudioLike, deg: AudioLike, sample_rate: int | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
+def prepare_pair(ref: AudioLike, deg: AudioLike, sample_rate: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Check a reference/degraded pair and trim both to the shorter length.
 
     Codecs often return a few samples more or less than they were given; a difference above

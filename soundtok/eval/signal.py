@@ -70,8 +70,7 @@ def mel_distance(ref: AudioLike, deg: AudioLike, sample_rate: int, config: MelCo
     a, b = to_rate(a, sample_rate, config.sample_rate), to_rate(b, sample_rate, config.sample_rate)
     if a.shape[0] <= config.n_fft // 2:
         raise MetricUnavailableError(
-            f"mel distance needs more than {config.n_fft // 2} samples at {config.sample_rate} Hz; "
-            f"got {a.shape[0]}"
+            f"mel distance needs more than {config.n_fft // 2} samples at {config.sample_rate} Hz; got {a.shape[0]}"
         )
     mels = log_mel(torch.stack([a, b]), config)  # [2, n_mels, frames]
     return float((mels[0] - mels[1]).abs().mean())
@@ -96,8 +95,11 @@ def stft_distance(ref: AudioLike, deg: AudioLike) -> float:
     total = 0.0
     for n_fft, hop in STFT_RESOLUTIONS:
         window = torch.hann_window(n_fft, periodic=True)
-        spec = torch.stft(x, n_fft, hop_length=hop, window=window, center=True, pad_mode="reflect",
-                          return_complex=True).abs().clamp(min=STFT_MAG_FLOOR)  # [2, F, frames]
+        spec = (
+            torch.stft(x, n_fft, hop_length=hop, window=window, center=True, pad_mode="reflect", return_complex=True)
+            .abs()
+            .clamp(min=STFT_MAG_FLOOR)
+        )  # [2, F, frames]
         convergence = torch.linalg.norm(spec[0] - spec[1]) / torch.linalg.norm(spec[0])
         log_l1 = (spec[0].log() - spec[1].log()).abs().mean()
         total += float(convergence + log_l1)

@@ -85,10 +85,14 @@ class ToyTokenizer(AudioTokenizer):
         return tuple(LevelSpec(h, n) for h, n in zip(self.config.hops, self.config.codebook_sizes, strict=True))
 
     def _encode(self, wav: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
-        return [net.encode(wav) for net in self.level_nets]
+        return [level.encode(wav) for level in self._levels()]
 
     def _decode(self, codes: list[torch.Tensor], lengths: torch.Tensor) -> torch.Tensor:
-        return sum(net.decode(c) for net, c in zip(self.level_nets, codes, strict=True))  # type: ignore[return-value]
+        parts = [level.decode(c) for level, c in zip(self._levels(), codes, strict=True)]  # each [B, 1, T]
+        return torch.stack(parts).sum(dim=0)
+
+    def _levels(self) -> list[_ToyLevel]:
+        return [m for m in self.level_nets if isinstance(m, _ToyLevel)]
 
 
 if "toy-tiny" not in PRESETS:

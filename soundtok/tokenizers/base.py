@@ -30,7 +30,7 @@ from torch import nn
 from soundtok.audio.io import check_waveform, convert_channels, resample
 from soundtok.config import Config
 from soundtok.errors import InvalidAudioError
-from soundtok.types import LevelSpec, Tokens, TokenizerId, frames_for
+from soundtok.types import LevelSpec, TokenizerId, Tokens, frames_for
 
 
 class AudioTokenizer(nn.Module, ABC):
@@ -171,8 +171,9 @@ class AudioTokenizer(nn.Module, ABC):
         if int(lengths.min()) < 1:
             raise InvalidAudioError("an item has no samples left after resampling; it is too short to tokenize")
         device = self._device()
-        codes = self._run_grouped(lambda idx: self._encode_chunked(wav[idx].to(device), lengths[idx], chunk_seconds),
-                                  lengths)
+        codes = self._run_grouped(
+            lambda idx: self._encode_chunked(wav[idx].to(device), lengths[idx], chunk_seconds), lengths
+        )
         return Tokens(tuple(codes), lengths.clone(), self.sample_rate, self.levels, self.identity)
 
     @torch.no_grad()
@@ -210,7 +211,9 @@ class AudioTokenizer(nn.Module, ABC):
             return torch.full((batch,), total, dtype=torch.long)
         lengths = torch.as_tensor(lengths, dtype=torch.long).cpu()
         if lengths.shape != (batch,):
-            raise InvalidAudioError(f"lengths must hold one length per item ({batch}), got shape {tuple(lengths.shape)}")
+            raise InvalidAudioError(
+                f"lengths must hold one length per item ({batch}), got shape {tuple(lengths.shape)}"
+            )
         if int(lengths.min()) < 1 or int(lengths.max()) > total:
             raise InvalidAudioError(f"lengths must lie in [1, {total}] samples, got {lengths.tolist()}")
         return lengths
@@ -243,7 +246,9 @@ class AudioTokenizer(nn.Module, ABC):
             raise InvalidAudioError(f"chunk_seconds must be positive, got {seconds}")
         return max(1, int(seconds * self.sample_rate) // self.stride) * self.stride
 
-    def _encode_chunked(self, wav: torch.Tensor, lengths: torch.Tensor, chunk_seconds: float | None) -> list[torch.Tensor]:
+    def _encode_chunked(
+        self, wav: torch.Tensor, lengths: torch.Tensor, chunk_seconds: float | None
+    ) -> list[torch.Tensor]:
         stride = self.stride
         padded = int(frames_for(int(lengths.max()), stride)) * stride
         # zero every item after its own end, and pad the batch to a whole number of strides
@@ -258,7 +263,10 @@ class AudioTokenizer(nn.Module, ABC):
             window_lengths = (lengths.to(wav.device) - lo).clamp(min=0, max=hi - lo)
             codes = self._encode(wav[..., lo:hi], window_lengths.cpu())
             pieces.append(
-                [c[:, (start - lo) // s.hop_length : (stop - lo) // s.hop_length] for c, s in zip(codes, self.levels, strict=True)]
+                [
+                    c[:, (start - lo) // s.hop_length : (stop - lo) // s.hop_length]
+                    for c, s in zip(codes, self.levels, strict=True)
+                ]
             )
         codes = [torch.cat([p[level] for p in pieces], dim=1).long() for level in range(self.num_levels)]
         for level, spec in enumerate(self.levels):
@@ -268,7 +276,9 @@ class AudioTokenizer(nn.Module, ABC):
             codes[level] = level_codes * valid  # padding frames hold 0, whatever the model emitted there
         return codes
 
-    def _decode_chunked(self, codes: list[torch.Tensor], lengths: torch.Tensor, chunk_seconds: float | None) -> torch.Tensor:
+    def _decode_chunked(
+        self, codes: list[torch.Tensor], lengths: torch.Tensor, chunk_seconds: float | None
+    ) -> torch.Tensor:
         stride = self.stride
         units = int(frames_for(int(lengths.max()), stride))  # strides in the longest item
         codes = [_pad_frames(c, units * stride // s.hop_length) for c, s in zip(codes, self.levels, strict=True)]
@@ -278,7 +288,10 @@ class AudioTokenizer(nn.Module, ABC):
         for start in range(0, units, chunk_units):
             stop = min(start + chunk_units, units)
             lo, hi = max(0, start - context_units), min(units, stop + context_units)
-            window = [c[:, lo * stride // s.hop_length : hi * stride // s.hop_length] for c, s in zip(codes, self.levels, strict=True)]
+            window = [
+                c[:, lo * stride // s.hop_length : hi * stride // s.hop_length]
+                for c, s in zip(codes, self.levels, strict=True)
+            ]
             window_lengths = (lengths - lo * stride).clamp(min=0, max=(hi - lo) * stride)
             wav = self._decode(window, window_lengths)  # [B, C, (hi - lo) * stride]
             pieces.append(wav[..., (start - lo) * stride : (stop - lo) * stride])

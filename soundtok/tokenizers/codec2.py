@@ -15,8 +15,9 @@ codec2-700c  700C      40 ms (320)  3 x 256 + 1 x 16             700 bit/s
 
 Codec 2 is stateful and causal: each item is streamed through a fresh encoder/decoder, one frame at a time, so
 memory stays bounded on any length and no chunking is needed (chunked == whole trivially; batch == one-by-one
-because items never share state). Decoding is deterministic: see :func:`_private_copy`. Its decoder output lags the input by an algorithmic delay, which ``decode``
-removes so that output and input line up (the last ``delay`` samples of an item come out as zeros).
+because items never share state). Decoding is deterministic (see :func:`_private_copy`). The decoder's output
+lags its input by an algorithmic delay, which ``decode`` removes so that output and input line up (the last
+``delay`` samples of an item come out as zeros).
 
 Install: ``apt-get install libcodec2-1.0`` (Debian/Ubuntu; or ``codec2``). The family is registered either way
 and reports itself unavailable when the library is missing.
