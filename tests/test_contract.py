@@ -164,3 +164,14 @@ def test_stereo_input_is_mixed_to_mono() -> None:
     left = noise_batch([1000], seed=5)[0]
     stereo = torch.cat([left, left], dim=1)
     assert tok.encode(stereo, 16000).equal(tok.encode(left, 16000))
+
+
+def test_stack_rebuilds_the_batch() -> None:
+    tok = soundtok.load("toy-tiny")
+    wav, lengths = noise_batch([1200, 700, 2000], seed=6)
+    batch = tok.encode(wav, 16000, lengths)
+    again = soundtok.Tokens.stack([batch.item(2), batch.item(0), batch.item(1)])
+    assert again.lengths.tolist() == [2000, 1200, 700]
+    assert again.item(0).equal(batch.item(2)) and again.item(2).equal(batch.item(1))
+    with pytest.raises(TokenizerMismatchError):
+        soundtok.Tokens.stack([batch.item(0), soundtok.load("mulaw-8bit-16k").encode(wav[:1], 16000)])

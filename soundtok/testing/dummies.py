@@ -47,7 +47,7 @@ class _ToyLevel(nn.Module):
         self.hop, self.context = hop, context
         self.analysis = nn.Conv1d(1, dim, kernel_size=hop + 2 * context, stride=hop)
         self.codebook = nn.Parameter(torch.randn(size, dim))
-        self.synthesis = nn.ConvTranspose1d(dim, 1, kernel_size=hop, stride=hop)
+        self.synthesis = nn.Linear(dim, hop)  # one frame -> its hop samples
 
     def encode(self, wav: torch.Tensor) -> torch.Tensor:
         x = F.pad(wav, (self.context, self.context))  # zeros beyond the window = zeros beyond the signal
@@ -56,8 +56,8 @@ class _ToyLevel(nn.Module):
         return distances.argmin(dim=-1)  # [B, T']
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        z = F.embedding(codes, self.codebook).transpose(1, 2)  # [B, D, T']
-        return torch.tanh(self.synthesis(z)) * 0.5  # [B, 1, T' * hop]
+        frames = torch.tanh(self.synthesis(F.embedding(codes, self.codebook))) * 0.5  # [B, T', hop]
+        return frames.reshape(codes.shape[0], 1, -1)  # [B, 1, T' * hop]
 
 
 @register_family("toy", ToyConfig)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
@@ -170,10 +171,7 @@ class AudioTokenizer(nn.Module, ABC):
                 wav[b, :, : x.shape[-1]] = x
         if int(lengths.min()) < 1:
             raise InvalidAudioError("an item has no samples left after resampling; it is too short to tokenize")
-        device = self._device()
-        codes = self._run_grouped(
-            lambda idx: self._encode_chunked(wav[idx].to(device), lengths[idx], chunk_seconds), lengths
-        )
+        codes = self._run_grouped(lambda idx: self._encode_chunked(wav[idx], lengths[idx], chunk_seconds), lengths)
         return Tokens(tuple(codes), lengths.clone(), self.sample_rate, self.levels, self.identity)
 
     @torch.no_grad()
@@ -189,7 +187,7 @@ class AudioTokenizer(nn.Module, ABC):
         lengths = tokens.lengths.cpu()
         device = self._device()
 
-        def run(idx: torch.Tensor) -> list[torch.Tensor]:
+        def run(idx: Any) -> list[torch.Tensor]:
             codes = [c[idx].to(device) for c in tokens.codes]
             return [self._decode_chunked(codes, lengths[idx], chunk_seconds)]
 
@@ -218,11 +216,11 @@ class AudioTokenizer(nn.Module, ABC):
             raise InvalidAudioError(f"lengths must lie in [1, {total}] samples, got {lengths.tolist()}")
         return lengths
 
-    def _run_grouped(self, fn: Any, lengths: torch.Tensor) -> list[torch.Tensor]:
+    def _run_grouped(self, fn: Callable[[Any], list[torch.Tensor]], lengths: torch.Tensor) -> list[torch.Tensor]:
         """Run ``fn(index) -> list of [b, ...]`` on the whole batch, or per length group if pad-sensitive,
         and reassemble outputs in the original order (padding with zeros)."""
         if not self.pad_sensitive or bool((lengths == lengths[0]).all()):
-            return fn(torch.arange(lengths.shape[0]))
+            return fn(slice(None))  # a view: no copy of the batch
         groups: dict[int, list[int]] = {}
         for b, n in enumerate(lengths.tolist()):
             groups.setdefault(n, []).append(b)
@@ -250,28 +248,27 @@ class AudioTokenizer(nn.Module, ABC):
         self, wav: torch.Tensor, lengths: torch.Tensor, chunk_seconds: float | None
     ) -> list[torch.Tensor]:
         stride = self.stride
-        padded = int(frames_for(int(lengths.max()), stride)) * stride
-        # zero every item after its own end, and pad the batch to a whole number of strides
-        mask = torch.arange(wav.shape[-1], device=wav.device)[None, None, :] < lengths.to(wav.device)[:, None, None]
-        wav = torch.nn.functional.pad(wav * mask, (0, padded - wav.shape[-1]))
+        padded = int(frames_for(int(lengths.max()), stride)) * stride  # a whole number of strides
         chunk = self._chunk_samples(chunk_seconds, padded)
         context = int(frames_for(self.context_samples, stride)) * stride
+        device = self._device()  # windows move there one at a time; the whole input stays where it is
         pieces: list[list[torch.Tensor]] = []
         for start in range(0, padded, chunk):
             stop = min(start + chunk, padded)
             lo, hi = max(0, start - context), min(padded, stop + context)
-            window_lengths = (lengths.to(wav.device) - lo).clamp(min=0, max=hi - lo)
-            codes = self._encode(wav[..., lo:hi], window_lengths.cpu())
+            window_lengths = (lengths - lo).clamp(min=0, max=hi - lo)
+            window = _masked_window(wav, lo, hi, window_lengths).to(device)  # [B, C, hi - lo], zero after each item
+            codes = self._encode(window, window_lengths)
             pieces.append(
                 [
-                    c[:, (start - lo) // s.hop_length : (stop - lo) // s.hop_length]
+                    c[:, (start - lo) // s.hop_length : (stop - lo) // s.hop_length].cpu()
                     for c, s in zip(codes, self.levels, strict=True)
                 ]
             )
         codes = [torch.cat([p[level] for p in pieces], dim=1).long() for level in range(self.num_levels)]
         for level, spec in enumerate(self.levels):
             frames = frames_for(lengths, spec.hop_length)
-            level_codes = codes[level][:, : int(frames.max())].cpu()  # [B, T'_l] of the longest item
+            level_codes = codes[level][:, : int(frames.max())]  # [B, T'_l] of the longest item
             valid = torch.arange(level_codes.shape[1])[None] < frames[:, None]
             codes[level] = level_codes * valid  # padding frames hold 0, whatever the model emitted there
         return codes
@@ -294,8 +291,8 @@ class AudioTokenizer(nn.Module, ABC):
             ]
             window_lengths = (lengths - lo * stride).clamp(min=0, max=(hi - lo) * stride)
             wav = self._decode(window, window_lengths)  # [B, C, (hi - lo) * stride]
-            pieces.append(wav[..., (start - lo) * stride : (stop - lo) * stride])
-        wav = torch.cat(pieces, dim=-1)[..., : int(lengths.max())].float().cpu()
+            pieces.append(wav[..., (start - lo) * stride : (stop - lo) * stride].float().cpu())
+        wav = torch.cat(pieces, dim=-1)[..., : int(lengths.max())]
         mask = torch.arange(wav.shape[-1])[None, None, :] < lengths[:, None, None]
         return wav * mask
 
@@ -303,3 +300,10 @@ class AudioTokenizer(nn.Module, ABC):
 def _pad_frames(codes: torch.Tensor, width: int) -> torch.Tensor:
     """``[B, T'] -> [B, width]``: cut or zero-pad along frames."""
     return torch.nn.functional.pad(codes[:, :width], (0, max(0, width - codes.shape[1])))
+
+
+def _masked_window(wav: torch.Tensor, lo: int, hi: int, lengths: torch.Tensor) -> torch.Tensor:
+    """``wav[..., lo:hi]`` zero-padded to ``hi - lo`` samples, with item ``b`` zeroed from ``lengths[b]`` on."""
+    window = torch.nn.functional.pad(wav[..., lo:hi], (0, hi - lo - max(0, min(hi, wav.shape[-1]) - lo)))
+    keep = torch.arange(hi - lo, device=wav.device)[None, None, :] < lengths.to(wav.device)[:, None, None]
+    return window * keep
