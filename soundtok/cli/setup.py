@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from tqdm import tqdm
 
 from soundtok.errors import SoundtokError
 
@@ -43,6 +44,10 @@ def setup_assets() -> None:
     )
 
 
+#: what the demo shows per tokenizer (``soundtok eval`` prints every metric)
+DEMO_METRICS = ["stoi", "pesq_wb", "visqol_speech", "dnsmos_ovrl", "speaker_sim", "dwer", "wer"]
+
+
 def demo(
     output: Annotated[Path, typer.Option("-o", "--output", help="folder for the decoded clips")] = Path(
         "soundtok-demo"
@@ -59,19 +64,34 @@ def demo(
 
     ref, sr = load_fixture(clip)
     text = FIXTURES[clip][1].get("transcript")
-    presets = [p for p in list_presets() if p.family in ("pcm", "codec2")]
-    typer.echo(f"clip: {clip} ({ref.shape[-1] / sr:.2f} s at {sr} Hz); decoded audio goes to {output}/")
-    for preset in presets:
+    metrics = DEMO_METRICS if text else [m for m in DEMO_METRICS if m not in ("dwer", "wer")]
+    typer.echo(f"clip: {clip} ({ref.shape[-1] / sr:.2f} s at {sr} Hz); tokens and decoded audio go to {output}/")
+    rows = [["tokenizer", "bit/s", "tokens", *metrics]]
+    notes = []
+    for preset in tqdm(
+        [p for p in list_presets() if p.family in ("pcm", "codec2")], desc="demo", unit="tokenizer", leave=False
+    ):
         reason = available(preset)
         if reason:
-            typer.echo(f"\n== {preset.name}: skipped ({reason})")
+            notes.append(f"{preset.name}: skipped ({reason})")
             continue
         tok = load(preset.name)
         tokens = tok.encode(ref[None], sr)
         write_token_file(output / f"{clip}.{preset.name}.stok", tokens, {"clip": clip}, force=force)
         deg = resample(tok.decode(tokens)[0], tok.sample_rate, sr)
         save_audio(output / f"{clip}.{preset.name}.wav", deg, sr, force=force)
+        report = evaluate(ref[0], deg[0], sr, metrics=metrics, reference_text=text)
         n_tokens = sum(int(tokens.frame_lengths(i)[0]) for i in range(tokens.num_levels))
-        typer.echo(f"\n== {preset.name}: {tok.bitrate:g} bit/s, {n_tokens} tokens for {ref.shape[-1] / sr:.2f} s")
-        report = evaluate(ref[0], deg[0], sr, reference_text=text)
-        typer.echo(report.to_text())
+        cells = [preset.name, f"{tok.bitrate:g}", str(n_tokens)]
+        for m in metrics:
+            value = report[m]
+            cells.append("n/a" if value.value is None else f"{value.value:.3f}")
+            if value.value is None:
+                notes.append(f"{preset.name} {m}: unavailable ({value.unavailable_reason})")
+        rows.append(cells)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        typer.echo("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))))
+    for note in notes:
+        typer.echo(note)
+    typer.echo("higher is better except dwer/wer; all metrics on one pair: soundtok eval REF DEG")

@@ -75,7 +75,7 @@ def tokenize(
             raise SoundtokError(f"{len(existing)} output(s) exist, e.g. {existing[0]}; pass --force to overwrite")
     for src, dst in tqdm(list(zip(inputs, outs, strict=True)), desc="tokenize", unit="file", disable=len(inputs) < 2):
         wav, sr = load_audio(src)
-        tokens = tok.encode(wav[None], sr, chunk_seconds=chunk_seconds)
+        tokens = tok.encode(wav[None], sr, chunk_seconds=chunk_seconds, progress=True)
         write_token_file(dst, tokens, {"source": src.name}, force=force)
         typer.echo(f"{src} -> {dst} ({tokens.lengths[0] / tok.sample_rate:.2f} s, {tok.bitrate:g} bit/s)")
 
@@ -111,7 +111,7 @@ def detokenize(
                     "pass --tokenizer PATH with the checkpoint folder that made it"
                 ) from None
         tok = cache[name]
-        wav = tok.decode(tf.tokens)  # type: ignore[attr-defined]
+        wav = tok.decode(tf.tokens, progress=True)  # type: ignore[attr-defined]
         save_audio(dst, wav[0], tok.sample_rate, force=force)  # type: ignore[attr-defined]
         typer.echo(f"{src} -> {dst}")
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 import torch
@@ -153,11 +153,13 @@ class AudioTokenizer(nn.Module, ABC):
         lengths: torch.Tensor | list[int] | None = None,
         *,
         chunk_seconds: float | None = None,
+        progress: bool = False,
     ) -> Tokens:
         """Tokenize a batch ``[B, C, T]`` of audio at ``sample_rate``.
 
         ``lengths`` (samples, at ``sample_rate``) marks each item's valid prefix; by default every item
         is ``T`` long. Audio is resampled to :attr:`sample_rate` and mixed to :attr:`channels` first.
+        ``progress`` shows a bar over chunks (useful on hour-long input).
         """
         check_waveform(wav, sample_rate)
         lengths = self._check_lengths(lengths, wav.shape[0], wav.shape[-1])
@@ -171,11 +173,13 @@ class AudioTokenizer(nn.Module, ABC):
                 wav[b, :, : x.shape[-1]] = x
         if int(lengths.min()) < 1:
             raise InvalidAudioError("an item has no samples left after resampling; it is too short to tokenize")
-        codes = self._run_grouped(lambda idx: self._encode_chunked(wav[idx], lengths[idx], chunk_seconds), lengths)
+        codes = self._run_grouped(
+            lambda idx: self._encode_chunked(wav[idx], lengths[idx], chunk_seconds, progress), lengths
+        )
         return Tokens(tuple(codes), lengths.clone(), self.sample_rate, self.levels, self.identity)
 
     @torch.no_grad()
-    def decode(self, tokens: Tokens, *, chunk_seconds: float | None = None) -> torch.Tensor:
+    def decode(self, tokens: Tokens, *, chunk_seconds: float | None = None, progress: bool = False) -> torch.Tensor:
         """Audio ``[B, C, T]`` at :attr:`sample_rate` from tokens made by this tokenizer.
 
         ``T`` is the longest item's length; item ``b`` is ``tokens.lengths[b]`` samples, zero after that.
@@ -189,7 +193,7 @@ class AudioTokenizer(nn.Module, ABC):
 
         def run(idx: Any) -> list[torch.Tensor]:
             codes = [c[idx].to(device) for c in tokens.codes]
-            return [self._decode_chunked(codes, lengths[idx], chunk_seconds)]
+            return [self._decode_chunked(codes, lengths[idx], chunk_seconds, progress)]
 
         (wav,) = self._run_grouped(run, lengths)
         return wav
@@ -245,7 +249,7 @@ class AudioTokenizer(nn.Module, ABC):
         return max(1, int(seconds * self.sample_rate) // self.stride) * self.stride
 
     def _encode_chunked(
-        self, wav: torch.Tensor, lengths: torch.Tensor, chunk_seconds: float | None
+        self, wav: torch.Tensor, lengths: torch.Tensor, chunk_seconds: float | None, progress: bool
     ) -> list[torch.Tensor]:
         stride = self.stride
         padded = int(frames_for(int(lengths.max()), stride)) * stride  # a whole number of strides
@@ -253,7 +257,7 @@ class AudioTokenizer(nn.Module, ABC):
         context = int(frames_for(self.context_samples, stride)) * stride
         device = self._device()  # windows move there one at a time; the whole input stays where it is
         pieces: list[list[torch.Tensor]] = []
-        for start in range(0, padded, chunk):
+        for start in _chunk_starts(padded, chunk, progress, "encode"):
             stop = min(start + chunk, padded)
             lo, hi = max(0, start - context), min(padded, stop + context)
             window_lengths = (lengths - lo).clamp(min=0, max=hi - lo)
@@ -274,7 +278,7 @@ class AudioTokenizer(nn.Module, ABC):
         return codes
 
     def _decode_chunked(
-        self, codes: list[torch.Tensor], lengths: torch.Tensor, chunk_seconds: float | None
+        self, codes: list[torch.Tensor], lengths: torch.Tensor, chunk_seconds: float | None, progress: bool
     ) -> torch.Tensor:
         stride = self.stride
         units = int(frames_for(int(lengths.max()), stride))  # strides in the longest item
@@ -282,7 +286,7 @@ class AudioTokenizer(nn.Module, ABC):
         chunk_units = self._chunk_samples(chunk_seconds, units * stride) // stride
         context_units = -(-self.decode_context_frames * max(s.hop_length for s in self.levels) // stride)
         pieces = []
-        for start in range(0, units, chunk_units):
+        for start in _chunk_starts(units, chunk_units, progress, "decode"):
             stop = min(start + chunk_units, units)
             lo, hi = max(0, start - context_units), min(units, stop + context_units)
             window = [
@@ -307,3 +311,12 @@ def _masked_window(wav: torch.Tensor, lo: int, hi: int, lengths: torch.Tensor) -
     window = torch.nn.functional.pad(wav[..., lo:hi], (0, hi - lo - max(0, min(hi, wav.shape[-1]) - lo)))
     keep = torch.arange(hi - lo, device=wav.device)[None, None, :] < lengths.to(wav.device)[:, None, None]
     return window * keep
+
+
+def _chunk_starts(total: int, chunk: int, progress: bool, what: str) -> Iterable[int]:
+    starts = range(0, total, chunk)
+    if not progress or len(starts) < 2:
+        return starts
+    from tqdm.auto import tqdm
+
+    return tqdm(starts, desc=what, unit="chunk", leave=False)
