@@ -175,3 +175,24 @@ def test_stack_rebuilds_the_batch() -> None:
     assert again.item(0).equal(batch.item(2)) and again.item(2).equal(batch.item(1))
     with pytest.raises(TokenizerMismatchError):
         soundtok.Tokens.stack([batch.item(0), soundtok.load("mulaw-8bit-16k").encode(wav[:1], 16000)])
+
+
+def test_pad_sensitive_family_is_run_per_length_group() -> None:
+    from soundtok.tokenizers.pcm import PCMConfig, PCMTokenizer
+
+    class MeanRemoved(PCMTokenizer):
+        """Subtracts the window's mean first: zero padding changes it, so batching must group by length."""
+
+        pad_sensitive = True
+
+        def _encode(self, wav: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
+            return super()._encode(wav - wav.mean(dim=-1, keepdim=True), lengths)
+
+    tok = MeanRemoved(PCMConfig(bits=8))
+    wav, lengths = noise_batch([900, 400, 900, 650], seed=7)
+    wav = wav + 0.3 * (torch.arange(wav.shape[-1]) < lengths[:, None, None])  # a DC offset the mean removes
+    batch = tok.encode(wav, 16000, lengths)
+    for b, n in enumerate(lengths.tolist()):
+        assert batch.item(b).equal(tok.encode(wav[b : b + 1, :, :n], 16000))
+    tok.pad_sensitive = False  # type: ignore[misc]  # without grouping, padded items come out different
+    assert not tok.encode(wav, 16000, lengths).item(1).equal(batch.item(1))
