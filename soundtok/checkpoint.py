@@ -22,6 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from soundtok.errors import CheckpointError, OutputExistsError
+from soundtok.fileio import atomic_write
 
 if TYPE_CHECKING:
     from soundtok.tokenizers.base import AudioTokenizer
@@ -63,12 +64,14 @@ def save_checkpoint(
         "extra": extra or {},
     }
     # weights first, config last: a folder with a config.json is always complete
-    tmp = folder / (WEIGHTS_FILE + ".tmp")
-    save_file(tensors, str(tmp), metadata={"format": "pt", "family": tokenizer.family})
-    os.replace(tmp, folder / WEIGHTS_FILE)
-    tmp = folder / (CONFIG_FILE + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, folder / CONFIG_FILE)
+    atomic_write(
+        folder / WEIGHTS_FILE,
+        lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt", "family": tokenizer.family}),
+        force=True,
+    )
+    atomic_write(
+        folder / CONFIG_FILE, lambda tmp: tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n"), force=True
+    )
     return folder
 
 

@@ -42,6 +42,7 @@ import pyarrow.parquet as pq
 import torch
 
 from soundtok.errors import TokenFileError, TokenizerMismatchError
+from soundtok.fileio import atomic_write, fsync_path
 from soundtok.types import LevelSpec, TokenizerId, Tokens, frames_for
 
 if TYPE_CHECKING:
@@ -65,24 +66,6 @@ SCHEMA = pa.schema(
         ("labels", pa.string()),
     ]
 )
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # some platforms cannot open folders; the rename is still atomic there
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
 
 
 class StoreInfo:
@@ -201,7 +184,7 @@ class TokenStoreWriter:
                     pass
             finally:
                 tmp.unlink(missing_ok=True)
-            _fsync_dir(self.folder)
+            fsync_path(self.folder)
         have = StoreInfo.read(self.folder)
         if (
             have.tokenizer.fingerprint != self.info.tokenizer.fingerprint
@@ -260,15 +243,7 @@ class TokenStoreWriter:
         table = pa.Table.from_pylist(self._rows, schema=SCHEMA)
         name = f"shard-r{self.rank:04d}-{uuid.uuid4().hex}.parquet"
         final = self.folder / name
-        tmp = self.folder / f".{name}.tmp"
-        try:
-            pq.write_table(table, tmp)
-            _fsync_file(tmp)
-            os.replace(tmp, final)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        _fsync_dir(self.folder)
+        atomic_write(final, lambda tmp: pq.write_table(table, tmp))
         log.debug("wrote %s (%d rows)", final, len(self._rows))
         self._rows = []
         self.shards.append(final)

@@ -35,8 +35,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from soundtok.audio.io import atomic_write_bytes
 from soundtok.errors import TokenFileError
+from soundtok.fileio import atomic_write
 from soundtok.types import LevelSpec, TokenizerId, Tokens, frames_for
 
 MAGIC = b"STOK"
@@ -154,7 +154,7 @@ def write_token_file(
     """Write one item atomically; refuses to overwrite unless ``force``."""
     data = to_bytes(tokens, metadata)
     path = Path(path)
-    atomic_write_bytes(path, lambda tmp: tmp.write_bytes(data), force=force)
+    atomic_write(path, lambda tmp: tmp.write_bytes(data), force=force)
     return path
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,8 @@ import soundfile as sf
 import soxr
 import torch
 
-from soundtok.errors import AudioLoadingError, InvalidAudioError, OutputExistsError
+from soundtok.errors import AudioLoadingError, InvalidAudioError
+from soundtok.fileio import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -108,25 +108,6 @@ def load_audio(
     return wav, int(sr)
 
 
-def atomic_write_bytes(path: Path, write: object, *, force: bool = False) -> None:
-    """Create ``path`` by calling ``write(tmp_path)`` then renaming, so a crash never leaves a partial file.
-
-    Refuses to replace an existing file unless ``force``.
-    """
-    path = Path(path)
-    if path.exists() and not force:
-        raise OutputExistsError(f"{path} already exists; pass --force (force=True) to overwrite it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))  # type: ignore[operator]
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_audio(path: str | os.PathLike[str], wav: torch.Tensor, sample_rate: int, *, force: bool = False) -> Path:
     """Write ``[C, T]`` (or ``[T]``) float audio to .wav (float32), .flac (16-bit) or .ogg (Vorbis), atomically."""
     path = Path(path)
@@ -144,5 +125,5 @@ def save_audio(path: str | os.PathLike[str], wav: torch.Tensor, sample_rate: int
     def write(tmp: Path) -> None:
         sf.write(str(tmp), data, sample_rate, format=fmt[0], subtype=fmt[1])
 
-    atomic_write_bytes(path, write, force=force)
+    atomic_write(path, write, force=force)
     return path

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, overload
 
-from soundtok.audio.io import atomic_write_bytes
 from soundtok.errors import CorpusError
+from soundtok.fileio import atomic_write
 
 #: JSONL keys of one manifest line
 _KEYS = ("id", "path", "duration", "labels", "split", "dataset")
@@ -223,7 +223,7 @@ class Manifest(Sequence[AudioItem]):
         path = Path(path)
         root = path.parent
         text = "".join(json.dumps(i.to_dict(relative_to=root), ensure_ascii=False) + "\n" for i in self._items)
-        atomic_write_bytes(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), force=force)
+        atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), force=force)
         return path
 
     @classmethod

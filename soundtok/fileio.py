@@ -1,0 +1,50 @@
+"""Crash-safe file writing, used by every writer in soundtok (audio, token files, shards, manifests, checkpoints).
+
+A file is written under a hidden temporary name in its target folder, flushed to disk, then renamed over the
+target: readers see either the old file or the complete new one, never half of it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from soundtok.errors import OutputExistsError
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file's (or a folder's) content to disk; folders that cannot be opened are skipped."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # some platforms cannot open folders; the rename is still atomic there
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object], *, force: bool = False) -> Path:
+    """Create ``path`` by calling ``write(tmp_path)``, syncing, then renaming; refuses to replace an existing
+    file unless ``force``. On any error the temporary file is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    if path.exists() and not force:
+        raise OutputExistsError(f"{path} already exists; pass --force (force=True) to overwrite it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        fsync_path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_path(path.parent)
+    return path
