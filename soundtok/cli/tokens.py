@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from tqdm import tqdm
 
 from soundtok.errors import SoundtokError, TokenFileError, UnknownTokenizerError
+
+if TYPE_CHECKING:
+    from soundtok.tokenizers.base import AudioTokenizer
 
 Force = Annotated[bool, typer.Option("--force", help="overwrite existing outputs")]
 
@@ -55,6 +58,13 @@ def _outputs(inputs: list[Path], output: Path, suffix: str) -> list[Path]:
     return [output / (p.stem + suffix) for p in inputs]
 
 
+def _refuse_existing(outputs: list[Path], force: bool) -> None:
+    """Check every output before writing any, so a refused run writes nothing."""
+    existing = [str(o) for o in outputs if o.exists()]
+    if existing and not force:
+        raise SoundtokError(f"{len(existing)} output(s) exist, e.g. {existing[0]}; pass --force to overwrite")
+
+
 def tokenize(
     inputs: Annotated[list[Path], typer.Argument(help="audio files (wav, flac, ogg, ...)")],
     tokenizer: Annotated[str, typer.Option("-t", "--tokenizer", help="preset name or checkpoint folder")],
@@ -69,10 +79,7 @@ def tokenize(
 
     tok = load(tokenizer)
     outs = _outputs(inputs, output, ".stok")
-    if not force:
-        existing = [str(o) for o in outs if o.exists()]
-        if existing:
-            raise SoundtokError(f"{len(existing)} output(s) exist, e.g. {existing[0]}; pass --force to overwrite")
+    _refuse_existing(outs, force)
     for src, dst in tqdm(list(zip(inputs, outs, strict=True)), desc="tokenize", unit="file", disable=len(inputs) < 2):
         wav, sr = load_audio(src)
         tokens = tok.encode(wav[None], sr, chunk_seconds=chunk_seconds, progress=True)
@@ -94,11 +101,8 @@ def detokenize(
     from soundtok.tokenfile import read_token_file
 
     outs = _outputs(inputs, output, ".wav")
-    if not force:
-        existing = [str(o) for o in outs if o.exists()]
-        if existing:
-            raise SoundtokError(f"{len(existing)} output(s) exist, e.g. {existing[0]}; pass --force to overwrite")
-    cache: dict[str, object] = {}
+    _refuse_existing(outs, force)
+    cache: dict[str, AudioTokenizer] = {}
     for src, dst in tqdm(list(zip(inputs, outs, strict=True)), desc="detokenize", unit="file", disable=len(inputs) < 2):
         tf = read_token_file(src)
         name = tokenizer or tf.tokens.tokenizer.name
@@ -111,8 +115,8 @@ def detokenize(
                     "pass --tokenizer PATH with the checkpoint folder that made it"
                 ) from None
         tok = cache[name]
-        wav = tok.decode(tf.tokens, progress=True)  # type: ignore[attr-defined]
-        save_audio(dst, wav[0], tok.sample_rate, force=force)  # type: ignore[attr-defined]
+        wav = tok.decode(tf.tokens, progress=True)
+        save_audio(dst, wav[0], tok.sample_rate, force=force)
         typer.echo(f"{src} -> {dst}")
 
 
