@@ -99,7 +99,7 @@ def build(family: str, config: Config, name: str | None = None) -> AudioTokenize
         raise TokenizerUnavailableError(f"tokenizer family {family!r} is unavailable: {reason}")
     if not isinstance(config, fam.config_class):
         raise TypeError(f"family {family!r} takes a {fam.config_class.__name__}, got {type(config).__name__}")
-    return fam.cls(config, name=name)
+    return fam.cls(config, name=name).eval()
 
 
 def load(name_or_path: str | os.PathLike[str], device: str = "cpu") -> AudioTokenizer:

@@ -36,6 +36,7 @@ CASES = [
     Case("codec2-1200"),
     Case("codec2-700c", input_rate=8000),
     Case("toy-tiny", decode_atol=1e-6),
+    Case("codec-tiny", decode_atol=1e-5),
 ]
 
 

@@ -20,9 +20,9 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from soundtok.cli import corpus, evaluate, setup, tokens
+    from soundtok.cli import corpus, evaluate, setup, tokens, train
 
-    for module in (tokens, evaluate, corpus, setup):
+    for module in (tokens, evaluate, corpus, train, setup):
         module.register(app)
 
 

@@ -27,8 +27,6 @@ import argparse
 import json
 import logging
 import os
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -42,6 +40,7 @@ from soundtok.audio.io import load_audio
 from soundtok.corpus.manifest import AudioItem, Manifest
 from soundtok.corpus.sampler import BucketBatchSampler
 from soundtok.errors import SoundtokError, TokenFileError, TokenizerMismatchError
+from soundtok.launch import accelerate_command, launch_env, run_accelerate  # noqa: F401  (launch_env re-exported)
 from soundtok.store import META_FILE, SHARD_GLOB, TokenStore, TokenStoreWriter
 from soundtok.tokenfile import SUFFIX, read_token_file, write_token_file
 from soundtok.tokenizers.base import AudioTokenizer
@@ -369,45 +368,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def launch_command(argv: Sequence[str], num_processes: int = 2, *, port: int | None = None) -> list[str]:
     """The ``accelerate launch`` command that runs this module's CLI in ``num_processes`` processes.
 
     >>> launch_command(["--manifest", "m.jsonl"], 2, port=29999)[1:6]
     ['-m', 'accelerate.commands.launch', '--multi_gpu', '--num_processes', '2']
     """
-    if num_processes < 1:
-        raise ValueError(f"num_processes must be >= 1, got {num_processes}")
-    return [
-        sys.executable, "-m", "accelerate.commands.launch",
-        *(["--multi_gpu"] if num_processes > 1 else []),
-        "--num_processes", str(num_processes), "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no",
-        "--main_process_port", str(port or _free_port()),
-        "-m", "soundtok.corpus.tokenize", *argv,
-    ]  # fmt: skip
-
-
-def launch_env(cpu: bool | None = None, base: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment for :func:`launch_command`: ``ACCELERATE_USE_CPU=true`` when ``cpu`` (default: no CUDA)."""
-    env = dict(os.environ if base is None else base)
-    if cpu if cpu is not None else not torch.cuda.is_available():
-        env["ACCELERATE_USE_CPU"] = "true"
-    return env
+    return accelerate_command("soundtok.corpus.tokenize", argv, num_processes, port=port)
 
 
 def launch(argv: Sequence[str], num_processes: int = 2, *, cpu: bool | None = None) -> int:
-    """Run ``accelerate launch ... -m soundtok.corpus.tokenize <argv>`` in ``num_processes`` processes.
-
-    Returns the exit code."""
-    command = launch_command(argv, num_processes)
-    log.info("running %s", " ".join(command))
-    return subprocess.run(command, env=launch_env(cpu), check=False).returncode
+    """Run this module's CLI in ``num_processes`` accelerate processes; returns the exit code."""
+    return run_accelerate("soundtok.corpus.tokenize", argv, num_processes, cpu=cpu)
 
 
 if __name__ == "__main__":

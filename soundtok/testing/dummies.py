@@ -22,6 +22,7 @@ from torch import nn
 from soundtok.config import Config
 from soundtok.registry import PRESETS, Preset, register_family, register_preset
 from soundtok.tokenizers.base import AudioTokenizer
+from soundtok.tokenizers.codec import CodecConfig
 from soundtok.types import LevelSpec
 
 
@@ -97,3 +98,12 @@ class ToyTokenizer(AudioTokenizer):
 
 if "toy-tiny" not in PRESETS:
     register_preset(Preset("toy-tiny", "toy", "tiny random two-rate tokenizer for tests", config=ToyConfig()))
+if "codec-tiny" not in PRESETS:
+    register_preset(
+        Preset(
+            "codec-tiny",
+            "codec",
+            "the RVQ codec architecture at toy size, random weights (tests)",
+            config=CodecConfig(channels=4, strides=(2, 4), latent_dim=8, num_quantizers=3, codebook_size=16),
+        )
+    )

@@ -19,10 +19,11 @@ input length.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar
 
 import torch
@@ -122,12 +123,16 @@ class AudioTokenizer(nn.Module, ABC):
     @property
     def identity(self) -> TokenizerId:
         if self._identity is None:
-            h = hashlib.sha256(self.family.encode() + self.config.to_json().encode())
+            h = hashlib.sha256((self.family + self.config.to_json() + self._identity_extra()).encode())
             for key, value in sorted(self.state_dict().items()):
                 h.update(key.encode())
                 h.update(value.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
             self._identity = TokenizerId(self.family, self.name, h.hexdigest()[:16])
         return self._identity
+
+    def _identity_extra(self) -> str:
+        """Run-time settings that change the codes without changing config or weights (e.g. codebooks used)."""
+        return ""
 
     def refresh_identity(self) -> None:
         """Forget the cached fingerprint (call after changing weights in place, e.g. in training)."""
@@ -173,9 +178,10 @@ class AudioTokenizer(nn.Module, ABC):
                 wav[b, :, : x.shape[-1]] = x
         if int(lengths.min()) < 1:
             raise InvalidAudioError("an item has no samples left after resampling; it is too short to tokenize")
-        codes = self._run_grouped(
-            lambda idx: self._encode_chunked(wav[idx], lengths[idx], chunk_seconds, progress), lengths
-        )
+        with _inference_mode(self):
+            codes = self._run_grouped(
+                lambda idx: self._encode_chunked(wav[idx], lengths[idx], chunk_seconds, progress), lengths
+            )
         return Tokens(tuple(codes), lengths.clone(), self.sample_rate, self.levels, self.identity)
 
     @torch.no_grad()
@@ -195,7 +201,8 @@ class AudioTokenizer(nn.Module, ABC):
             codes = [c[idx].to(device) for c in tokens.codes]
             return [self._decode_chunked(codes, lengths[idx], chunk_seconds, progress)]
 
-        (wav,) = self._run_grouped(run, lengths)
+        with _inference_mode(self):
+            (wav,) = self._run_grouped(run, lengths)
         return wav
 
     # ----------------------------------------------------------------------------------------------------
@@ -304,6 +311,18 @@ class AudioTokenizer(nn.Module, ABC):
 def _pad_frames(codes: torch.Tensor, width: int) -> torch.Tensor:
     """``[B, T'] -> [B, width]``: cut or zero-pad along frames."""
     return torch.nn.functional.pad(codes[:, :width], (0, max(0, width - codes.shape[1])))
+
+
+@contextlib.contextmanager
+def _inference_mode(module: nn.Module) -> Iterator[None]:
+    """Eval mode for the duration (no dropout, no codebook updates), then the caller's mode again: tokenizing
+    inside a training loop never changes the model or depends on training-time randomness."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
 
 
 def _masked_window(wav: torch.Tensor, lo: int, hi: int, lengths: torch.Tensor) -> torch.Tensor:

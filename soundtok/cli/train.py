@@ -1,0 +1,41 @@
+"""``soundtok train CONFIG RUN_DIR [key=value ...]``: run (or resume) a training recipe."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from soundtok.errors import SoundtokError
+
+RECIPES = {"codec": "soundtok.train.gan"}
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train)
+
+
+def train(
+    config: Annotated[Path, typer.Argument(help="recipe YAML, e.g. configs/codec-16k.yaml")],
+    run_dir: Annotated[Path, typer.Argument(help="run folder: logs, resumable states, the exported checkpoint")],
+    overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides, e.g. steps=2000")] = None,
+    num_processes: Annotated[int, typer.Option(help="data-parallel processes (accelerate; CPUs or GPUs)")] = 1,
+) -> None:
+    """Train a recipe; kill it any time and rerun the same command to resume from the newest state."""
+    from soundtok.launch import run_accelerate
+    from soundtok.train.config import load_config
+
+    cfg = load_config(config, overrides)  # validate before starting any process
+    module = RECIPES.get(cfg.recipe)
+    if module is None:
+        raise SoundtokError(f"unknown recipe {cfg.recipe!r}; known: {', '.join(RECIPES)}")
+    argv = [str(config), str(run_dir), *(overrides or [])]
+    if num_processes > 1:
+        code = run_accelerate(module, argv, num_processes)
+    else:
+        import importlib
+
+        code = importlib.import_module(module).main(argv)
+    if code != 0:
+        raise SoundtokError(f"training stopped with exit code {code}; see the log above")

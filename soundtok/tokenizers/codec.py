@@ -1,0 +1,115 @@
+"""The RVQ waveform codec (DASB's "compression tokens", EnCodec/DAC family).
+
+A convolutional encoder (:mod:`soundtok.nn.conv`) turns 16 kHz audio into latents at ``sample_rate / hop`` frames
+per second (50 by default); a residual vector quantizer (:mod:`soundtok.nn.quantize`) turns each latent frame into
+up to ``num_quantizers`` codes; the decoder mirrors the encoder. Trained with quantizer dropout, one model serves
+every bitrate from 1 to ``num_quantizers`` codebooks: :meth:`CodecTokenizer.set_num_codebooks` picks how many
+levels ``encode`` emits (each level is one codebook; its fingerprint records the count, so tokens made with 4
+levels are never decoded as 8-level tokens).
+
+Training lives apart from the model (``soundtok.train``); this module only defines the architecture.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from soundtok.config import Config
+from soundtok.nn.conv import Decoder, Encoder
+from soundtok.nn.quantize import QuantizerOutput, ResidualVectorQuantizer, RVQConfig
+from soundtok.registry import register_family
+from soundtok.tokenizers.base import AudioTokenizer
+from soundtok.types import LevelSpec
+
+
+@dataclass(frozen=True)
+class CodecConfig(Config):
+    sample_rate: int = 16000
+    channels: int = 32  # encoder width before the first downsampling; doubles at each
+    strides: tuple[int, ...] = (2, 4, 5, 8)  # hop 320: 50 frames/s at 16 kHz
+    latent_dim: int = 64
+    num_quantizers: int = 12
+    codebook_size: int = 1024
+    codebook_dim: int = 8  # factorised, l2-normalised codes (DAC)
+    quantizer_dropout: float = 0.5
+    causal: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.strides or min(self.strides) < 1:
+            raise ValueError(f"strides must be positive, got {self.strides}")
+        if self.num_quantizers < 1 or self.codebook_size < 2 or self.channels < 1 or self.latent_dim < 1:
+            raise ValueError(f"invalid codec config {self}")
+
+    @property
+    def hop_length(self) -> int:
+        return math.prod(self.strides)
+
+    def rvq_config(self) -> RVQConfig:
+        return RVQConfig(
+            dim=self.latent_dim,
+            num_quantizers=self.num_quantizers,
+            codebook_size=self.codebook_size,
+            codebook_dim=self.codebook_dim,
+            quantizer_dropout=self.quantizer_dropout,
+        )
+
+
+@dataclass
+class CodecOutput:
+    """What a training step needs from one pass: the reconstruction and the quantizer's result."""
+
+    reconstruction: torch.Tensor  # [B, 1, T]
+    quantized: QuantizerOutput
+
+
+@register_family("codec", CodecConfig)
+class CodecTokenizer(AudioTokenizer):
+    """Convolutional encoder -> residual VQ -> convolutional decoder."""
+
+    config: CodecConfig
+
+    def __init__(self, config: CodecConfig, name: str | None = None) -> None:
+        super().__init__(config, name)
+        self.encoder = Encoder(config.channels, config.strides, config.latent_dim, config.causal)
+        self.quantizer = ResidualVectorQuantizer(config.rvq_config())
+        self.decoder = Decoder(config.channels, config.strides, config.latent_dim, config.causal)
+        reach = self.encoder.receptive_field()
+        self.context_samples = max(reach.left, reach.right)  # type: ignore[misc]  # depends on the config
+        self.decode_context_frames = self.decoder.receptive_field_frames()  # type: ignore[misc]
+        self.num_codebooks = config.num_quantizers
+
+    def set_num_codebooks(self, n: int) -> CodecTokenizer:
+        """Emit (and expect) the first ``n`` codebooks: bitrate = n x frame rate x log2(codebook size)."""
+        if not 1 <= n <= self.config.num_quantizers:
+            raise ValueError(f"num_codebooks must be in [1, {self.config.num_quantizers}], got {n}")
+        self.num_codebooks = n
+        self.refresh_identity()
+        return self
+
+    def _identity_extra(self) -> str:
+        return f"codebooks={self.num_codebooks}"
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.sample_rate
+
+    @property
+    def levels(self) -> tuple[LevelSpec, ...]:
+        return tuple(LevelSpec(self.config.hop_length, self.config.codebook_size) for _ in range(self.num_codebooks))
+
+    def forward(self, wav: torch.Tensor) -> CodecOutput:
+        """Training pass on ``[B, 1, T]`` (T a multiple of the hop): quantizer dropout applies in train mode."""
+        q = self.quantizer(self.encoder(wav))  # quantized [B, D, T']
+        return CodecOutput(self.decoder(q.quantized), q)
+
+    def _encode(self, wav: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
+        z = self.encoder(wav, lengths)  # [B, D, T']
+        codes = self.quantizer.encode(z, n_q=self.num_codebooks)  # [B, n, T']
+        return list(codes.unbind(dim=1))
+
+    def _decode(self, codes: list[torch.Tensor], lengths: torch.Tensor) -> torch.Tensor:
+        z = self.quantizer.decode(torch.stack(codes, dim=1))  # [B, D, T']
+        return self.decoder(z, lengths)  # [B, 1, T' * hop]

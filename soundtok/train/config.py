@@ -1,0 +1,93 @@
+"""Training configs: pydantic models read from YAML, with ``key=value`` overrides from the command line.
+
+>>> cfg = TrainConfig.model_validate({"model": {"channels": 8}, "steps": 10})
+>>> cfg.steps, cfg.optim.lr
+(10, 0.0001)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from soundtok.errors import SoundtokError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Strict):
+    manifest: Path | None = None  # a manifest JSONL (soundtok manifest); else the shared corpus below
+    corpus: Path | None = None  # default: $SOUNDTOK_CORPUS or ../shared/corpus
+    datasets: list[str] | None = None  # default: every dataset of the corpus
+    train_split: str = "train"
+    eval_split: str = "test"
+    segment_seconds: float = Field(1.0, gt=0)
+    batch_size: int = Field(16, ge=1)
+    eval_items: int = Field(8, ge=1)  # held-out clips scored at each evaluation
+    eval_seconds: float = Field(4.0, gt=0)
+
+
+class OptimConfig(_Strict):
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.8, 0.99)
+    weight_decay: float = 0.0
+    lr_decay: float = 0.999996  # per step (exponential), as in DAC
+    grad_clip: float = 1000.0
+
+
+class LossWeights(_Strict):
+    mel: float = 6.5  # DAC's 15 for log10 mels; soundtok's log-mel is natural log (15 / ln 10)
+    stft: float = 0.0
+    adversarial: float = 1.0
+    feature_matching: float = 2.0
+    commitment: float = 0.25
+    codebook: float = 1.0
+
+
+class TrainConfig(_Strict):
+    recipe: str = "codec"
+    name: str = "codec-16k"
+    model: dict[str, Any] = Field(default_factory=dict)  # fields of the family's config dataclass
+    discriminator: dict[str, Any] = Field(default_factory=dict)
+    data: DataConfig = Field(default_factory=DataConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    loss: LossWeights = Field(default_factory=LossWeights)
+    steps: int = Field(100_000, ge=1)
+    adversarial_start: int = Field(0, ge=0)  # steps of reconstruction-only warm-up
+    log_every: int = Field(50, ge=1)
+    eval_every: int = Field(1000, ge=1)
+    checkpoint_every: int = Field(500, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)
+    seed: int = 0
+    export_dtype: str = "float16"
+
+
+def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        tree = tree.setdefault(key, {})
+    tree[leaf] = value
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a YAML config and apply ``a.b=value`` overrides (values parsed as YAML: ``steps=100``, ``x=[1,2]``)."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise SoundtokError(f"{path}: cannot read the training config ({exc})") from None
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SoundtokError(f"override {item!r} must look like key=value (e.g. steps=1000)")
+        _set(raw, key.strip(), yaml.safe_load(value))
+    try:
+        return TrainConfig.model_validate(raw)
+    except Exception as exc:  # pydantic's ValidationError lists every bad field
+        raise SoundtokError(f"invalid training config: {exc}") from None

@@ -1,0 +1,273 @@
+"""The GAN recipe for waveform generators (the RVQ codec now; the mel vocoder reuses it).
+
+One step: crop a batch of real audio, reconstruct it through the generator (encoder -> RVQ with quantizer
+dropout -> decoder), update the discriminators on real vs reconstructed (least-squares GAN), then update the
+generator on multi-scale mel L1 + adversarial + feature-matching + commitment/codebook losses (DAC's recipe and
+weights by default). ``accelerate`` runs it on one CPU process, several (``ACCELERATE_USE_CPU=true accelerate
+launch --multi_gpu --num_processes 2``) or GPUs unchanged.
+
+A run folder holds ``config.yaml``, TensorBoard logs in ``logs/``, resumable states ``state/step-XXXXXXX/`` (the
+newest ``keep_checkpoints``; each written under a temporary name and renamed, so a kill never leaves half of
+one) and, at the end, the exported soundtok checkpoint in ``export/``. Rerunning the same command after a kill
+resumes from the newest state: the batches are a function of (seed, step, rank), so the run continues exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from soundtok.checkpoint import save_checkpoint
+from soundtok.corpus.loaders import load_shared_corpus
+from soundtok.corpus.manifest import Manifest
+from soundtok.errors import SoundtokError
+from soundtok.eval.signal import mel_distance
+from soundtok.nn.discriminators import DiscriminatorConfig, DiscriminatorOutput, build_discriminator
+from soundtok.nn.losses import (
+    MultiResolutionSTFTLoss,
+    MultiScaleMelLoss,
+    discriminator_loss,
+    feature_matching_loss,
+    generator_adversarial_loss,
+)
+from soundtok.tokenizers.codec import CodecConfig, CodecTokenizer
+from soundtok.train.config import TrainConfig
+from soundtok.train.data import CropSampler, eval_clips
+
+log = logging.getLogger(__name__)
+STATE_DIR = "state"
+
+
+def latest_state(run_dir: Path) -> tuple[int, Path] | None:
+    """The newest complete resumable state of a run, with its step."""
+    states = sorted((run_dir / STATE_DIR).glob("step-*[0-9]"))
+    return (int(states[-1].name.split("-")[1]), states[-1]) if states else None
+
+
+def train_codec(cfg: TrainConfig, run_dir: str | Path, *, max_steps_this_run: int | None = None) -> Path | None:
+    """Train (or resume) the codec recipe in ``run_dir``; returns the export folder once ``cfg.steps`` are done.
+
+    ``max_steps_this_run`` stops early (after a state is saved), e.g. to split training across sessions.
+    """
+    from accelerate import Accelerator
+
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise SoundtokError("training logs need TensorBoard: pip install 'soundtok[train]'") from None
+
+    run_dir = Path(run_dir)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    torch.manual_seed(cfg.seed)  # identical initial weights on every process
+
+    model = CodecTokenizer(CodecConfig.from_dict(cfg.model), name=cfg.name)
+    disc = build_discriminator(DiscriminatorConfig.from_dict(cfg.discriminator))
+    mel_loss, stft_loss = MultiScaleMelLoss(), MultiResolutionSTFTLoss()
+    opt_g = torch.optim.AdamW(
+        model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay
+    )
+    opt_d = torch.optim.AdamW(
+        disc.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay
+    )
+    sched_g = torch.optim.lr_scheduler.ExponentialLR(opt_g, cfg.optim.lr_decay)
+    sched_d = torch.optim.lr_scheduler.ExponentialLR(opt_d, cfg.optim.lr_decay)
+    model, disc, opt_g, opt_d = accelerator.prepare(model, disc, opt_g, opt_d)
+    mel_loss, stft_loss = mel_loss.to(accelerator.device), stft_loss.to(accelerator.device)
+    accelerator.register_for_checkpointing(sched_g, sched_d)
+    codec: CodecTokenizer = accelerator.unwrap_model(model)
+
+    corpus = (
+        Manifest.from_jsonl(cfg.data.manifest)
+        if cfg.data.manifest is not None
+        else load_shared_corpus(cfg.data.corpus, cfg.data.datasets)
+    )
+    sampler = CropSampler.from_manifest(
+        corpus.filter(split=cfg.data.train_split), codec.sample_rate, cfg.data.segment_seconds
+    )
+    held_out = eval_clips(
+        corpus.filter(split=cfg.data.eval_split), codec.sample_rate, cfg.data.eval_items, cfg.data.eval_seconds
+    )
+
+    log.info("process %d of %d on %s", accelerator.process_index, accelerator.num_processes, accelerator.device)
+    step = 0
+    resumed = latest_state(run_dir)
+    if resumed is not None:
+        step, path = resumed
+        accelerator.load_state(str(path))
+        log.info("resumed %s at step %d", run_dir, step)
+    if accelerator.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(json.loads(cfg.model_dump_json()), sort_keys=False))
+    writer = SummaryWriter(str(run_dir / "logs")) if accelerator.is_main_process else None
+    per_process = max(1, cfg.data.batch_size // accelerator.num_processes)
+    stop_at = cfg.steps if max_steps_this_run is None else min(cfg.steps, step + max_steps_this_run)
+    w = cfg.loss
+    t0, steps_timed = time.perf_counter(), 0
+
+    while step < stop_at:
+        real = sampler.batch(per_process, seed=cfg.seed, step=step, rank=accelerator.process_index)
+        real = real.to(accelerator.device)  # [B, 1, T]
+        model.train()
+        out = model(real)  # through the (possibly DDP-wrapped) module, so gradients are synchronised
+        fake, q = out.reconstruction, out.quantized  # [B, 1, T]
+        adversarial = step >= cfg.adversarial_start
+
+        if adversarial:  # discriminator step: real and fake in one pass (one forward per backward under DDP)
+            real_out, fake_out = _halves(disc(torch.cat([real, fake.detach()])))
+            d_loss = discriminator_loss(real_out, fake_out)
+            opt_d.zero_grad(set_to_none=True)
+            accelerator.backward(d_loss)
+            accelerator.clip_grad_norm_(disc.parameters(), cfg.optim.grad_clip)
+            opt_d.step()
+            sched_d.step()
+
+        losses = {"mel": mel_loss(fake, real), "commitment": q.commit_loss, "codebook": q.codebook_loss}
+        if w.stft:
+            losses["stft"] = stft_loss(fake, real)
+        if adversarial:
+            real_out, fake_out = _halves(disc(torch.cat([real, fake])))
+            losses["adversarial"] = generator_adversarial_loss(fake_out)
+            losses["feature_matching"] = feature_matching_loss(real_out, fake_out)
+        g_loss = sum(getattr(w, k) * v for k, v in losses.items())
+        opt_g.zero_grad(set_to_none=True)
+        accelerator.backward(g_loss)
+        grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+        opt_g.step()
+        sched_g.step()
+        if accelerator.num_processes > 1:
+            _sync_codebooks(codec)
+        step += 1
+        steps_timed += 1
+
+        if writer is not None and (step % cfg.log_every == 0 or step == stop_at):
+            elapsed = time.perf_counter() - t0
+            for k, v in losses.items():
+                writer.add_scalar(f"loss/{k}", float(v.detach()), step)
+            writer.add_scalar("loss/generator", float(g_loss.detach()), step)
+            if adversarial:
+                writer.add_scalar("loss/discriminator", float(d_loss.detach()), step)
+            writer.add_scalar("train/grad_norm", float(grad_norm), step)
+            writer.add_scalar(
+                "train/audio_seconds_per_second",
+                steps_timed * cfg.data.batch_size * cfg.data.segment_seconds / elapsed,
+                step,
+            )
+            log.info(
+                "step %d  g %.3f  mel %.3f  (%.2f s/step)",
+                step,
+                float(g_loss.detach()),
+                float(losses["mel"].detach()),
+                elapsed / steps_timed,
+            )
+            t0, steps_timed = time.perf_counter(), 0
+        if writer is not None and (step % cfg.eval_every == 0 or step == cfg.steps):  # main process only
+            scores = evaluate_codec(codec, held_out)
+            if writer is not None:
+                for k, v in scores.items():
+                    writer.add_scalar(f"eval/{k}", v, step)
+                log.info("step %d eval %s", step, {k: round(v, 3) for k, v in scores.items()})
+        if step % cfg.checkpoint_every == 0 or step == stop_at:
+            _save_state(accelerator, run_dir, step, cfg.keep_checkpoints)
+
+    if writer is not None:
+        writer.close()
+    if step < cfg.steps:
+        return None
+    export = run_dir / "export"
+    if accelerator.is_main_process:
+        extra = {"recipe": cfg.recipe, "steps": step, "train_config": json.loads(cfg.model_dump_json())}
+        dtype = getattr(torch, cfg.export_dtype)
+        save_checkpoint(codec.cpu().eval(), export, extra=extra, dtype=dtype, force=True)
+    accelerator.wait_for_everyone()
+    return export
+
+
+@torch.no_grad()
+def evaluate_codec(codec: CodecTokenizer, clips: list[tuple[str, torch.Tensor]]) -> dict[str, float]:
+    """Mean mel distance of held-out clips through the codec at several numbers of codebooks."""
+    was_training, before = codec.training, codec.num_codebooks
+    codec.eval()
+    scores: dict[str, float] = {}
+    levels = sorted({n for n in (1, 2, 4, 8, codec.config.num_quantizers) if n <= codec.config.num_quantizers})
+    for n in levels:
+        codec.set_num_codebooks(n)
+        dists = []
+        for _, wav in clips:
+            decoded = codec.decode(codec.encode(wav[None], codec.sample_rate))
+            dists.append(mel_distance(wav[0], decoded[0, 0], codec.sample_rate))
+        scores[f"mel_distance@{n * codec.frame_rates[0] * math.log2(codec.config.codebook_size) / 1000:g}kbps"] = sum(
+            dists
+        ) / len(dists)
+    codec.set_num_codebooks(before)
+    codec.train(was_training)
+    return scores
+
+
+def _sync_codebooks(codec: CodecTokenizer) -> None:
+    """k-means init and dead-code restarts draw random vectors on each process; copy rank 0's codebooks and
+    their statistics to every process so the replicas never drift apart (a few hundred KB per step)."""
+    with torch.no_grad():
+        for tensor in [*codec.quantizer.parameters(), *codec.quantizer.buffers()]:
+            torch.distributed.broadcast(tensor.data, src=0)
+
+
+def _halves(outputs: list[DiscriminatorOutput]) -> tuple[list[DiscriminatorOutput], list[DiscriminatorOutput]]:
+    """Split the outputs of a discriminator pass over ``cat([a, b])`` into those of ``a`` and of ``b``."""
+    first, second = [], []
+    for o in outputs:
+        n = o.logits.shape[0] // 2
+        first.append(DiscriminatorOutput(o.logits[:n], [f[:n] for f in o.features]))
+        second.append(DiscriminatorOutput(o.logits[n:], [f[n:] for f in o.features]))
+    return first, second
+
+
+def _save_state(accelerator: object, run_dir: Path, step: int, keep: int) -> None:
+    """Write the resumable state under a temporary name, then rename: a kill never leaves a half state."""
+    from accelerate import Accelerator
+
+    assert isinstance(accelerator, Accelerator)
+    final = run_dir / STATE_DIR / f"step-{step:07d}"
+    tmp = run_dir / STATE_DIR / f".tmp-step-{step:07d}"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+        for old in sorted((run_dir / STATE_DIR).glob("step-*[0-9]"))[:-keep]:
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m soundtok.train.gan CONFIG.yaml RUN_DIR [key=value ...]`` (works under ``accelerate launch``)."""
+    import sys
+
+    from soundtok.train.config import load_config
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) < 2:
+        print(main.__doc__)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("accelerate").setLevel(logging.WARNING)  # it logs every file of every saved state
+    try:
+        train_codec(load_config(args[0], args[2:]), args[1])
+    except SoundtokError as exc:
+        log.error("%s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,99 @@
+"""The codec GAN recipe at toy size: it trains, exports a loadable checkpoint, and resumes exactly after a kill."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import soundtok
+from soundtok.corpus import AudioItem, Manifest
+from soundtok.testing import fixture_path
+from soundtok.train.config import load_config
+from soundtok.train.gan import latest_state, train_codec
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = [
+    "model={channels: 4, strides: [2, 4], latent_dim: 8, num_quantizers: 3, codebook_size: 16}",
+    "discriminator={width: 0.05, periods: [2, 3], stft_resolutions: [[256, 64]]}",
+    "data.batch_size=2",
+    "data.segment_seconds=0.1",
+    "data.eval_items=2",
+    "data.eval_seconds=0.3",
+    "log_every=1",
+    "eval_every=3",
+    "checkpoint_every=2",
+]
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    items = [
+        AudioItem(id=f"{name}-{split}", path=fixture_path(name), duration=1.0, split=split, dataset=name)
+        for name in ("speech", "digit", "sneeze")
+        for split in ("train", "test")
+    ]
+    path = tmp_path_factory.mktemp("data") / "m.jsonl"
+    Manifest(items).to_jsonl(path)
+    return path
+
+
+def overrides(manifest: Path, steps: int) -> list[str]:
+    return [*TINY, f"data.manifest={manifest}", f"steps={steps}"]
+
+
+def test_trains_exports_and_loads(manifest: Path, tmp_path: Path) -> None:
+    cfg = load_config(ROOT / "configs" / "codec-16k.yaml", overrides(manifest, 4))
+    export = train_codec(cfg, tmp_path / "run")
+    assert export is not None and (tmp_path / "run" / "logs").is_dir()
+    tok = soundtok.load(export)
+    assert tok.family == "codec" and tok.name == "codec-16k"
+    assert load_file(export / "model.safetensors")["decoder.layers.0.conv.parametrizations.weight.original1"].dtype == (
+        torch.float16
+    )
+    wav = soundtok.testing.load_fixture("digit")[0]
+    assert tok.decode(tok.encode(wav[None], 16000)).shape[-1] == wav.shape[-1]
+
+
+def test_resume_continues_exactly(manifest: Path, tmp_path: Path) -> None:
+    cfg = load_config(ROOT / "configs" / "codec-16k.yaml", overrides(manifest, 4))
+    straight = train_codec(cfg, tmp_path / "a")
+    assert train_codec(cfg, tmp_path / "b", max_steps_this_run=2) is None  # stopped half way
+    assert latest_state(tmp_path / "b") == (2, tmp_path / "b" / "state" / "step-0000002")
+    resumed = train_codec(cfg, tmp_path / "b")
+    assert straight is not None and resumed is not None
+    a, b = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=f"{key} differs after resuming")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses POSIX signals")
+def test_killed_run_resumes_from_its_last_state(manifest: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "soundtok.train.gan", str(ROOT / "configs" / "codec-16k.yaml"), str(run)]
+    cmd += overrides(manifest, 40)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while latest_state(run) is None or latest_state(run)[0] < 4:  # type: ignore[index]
+            assert proc.poll() is None, "training ended before it could be killed"
+            assert time.monotonic() < deadline, "no state written after 120 s"
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    killed_at = latest_state(run)
+    assert killed_at is not None and killed_at[0] < 40
+    done = subprocess.run([*cmd[:-1], "steps=42"], capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"resumed {run} at step {killed_at[0]}" in done.stderr
+    assert latest_state(run)[0] == 42  # type: ignore[index]
+    assert soundtok.load(run / "export").encode(torch.zeros(1, 1, 800), 16000).num_levels == 3
