@@ -42,6 +42,15 @@ class Snake(nn.Module):
         return x + torch.sin(self.alpha * x).pow(2) / (self.alpha + 1e-9)
 
 
+def activation(name: str, channels: int) -> nn.Module:
+    """``snake`` (periodic-friendly, DAC) or ``elu`` (cheaper: no sine, EnCodec)."""
+    if name == "snake":
+        return Snake(channels)
+    if name == "elu":
+        return nn.ELU()
+    raise ValueError(f"activation must be 'snake' or 'elu', got {name!r}")
+
+
 class PaddedConv1d(nn.Module):
     """Conv1d with explicit zero padding: causal (all on the left) or centred; knows its reach."""
 
@@ -83,9 +92,9 @@ class PaddedConvTranspose1d(nn.Module):
 
 
 class ResidualUnit(nn.Module):
-    def __init__(self, channels: int, dilation: int, causal: bool) -> None:
+    def __init__(self, channels: int, dilation: int, causal: bool, act: str = "snake") -> None:
         super().__init__()
-        self.act1, self.act2 = Snake(channels), Snake(channels)
+        self.act1, self.act2 = activation(act, channels), activation(act, channels)
         self.conv1 = PaddedConv1d(channels, channels, 7, dilation=dilation, causal=causal)
         self.conv2 = PaddedConv1d(channels, channels, 1)
 
@@ -96,22 +105,30 @@ class ResidualUnit(nn.Module):
         return x + self.conv2(self.act2(self.conv1(self.act1(x))))
 
 
-def _units(channels: int, causal: bool) -> list[ResidualUnit]:
-    return [ResidualUnit(channels, d, causal) for d in (1, 3, 9)]
+def _units(channels: int, causal: bool, dilations: tuple[int, ...], act: str) -> list[ResidualUnit]:
+    return [ResidualUnit(channels, d, causal, act) for d in dilations]
 
 
 class Encoder(nn.Module):
     """``[B, 1, T] -> [B, dim, T / hop]`` with channels doubling at each of the ``strides`` downsamplings."""
 
-    def __init__(self, channels: int, strides: tuple[int, ...], dim: int, causal: bool) -> None:
+    def __init__(
+        self,
+        channels: int,
+        strides: tuple[int, ...],
+        dim: int,
+        causal: bool,
+        dilations: tuple[int, ...] = (1, 3, 9),
+        act: str = "snake",
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = [PaddedConv1d(1, channels, 7, causal=causal)]
         width = channels
         for s in strides:
-            layers += _units(width, causal)
-            layers += [Snake(width), PaddedConv1d(width, 2 * width, 2 * s, stride=s, causal=causal)]
+            layers += _units(width, causal, dilations, act)
+            layers += [activation(act, width), PaddedConv1d(width, 2 * width, 2 * s, stride=s, causal=causal)]
             width *= 2
-        layers += [Snake(width), PaddedConv1d(width, dim, 3, causal=causal)]
+        layers += [activation(act, width), PaddedConv1d(width, dim, 3, causal=causal)]
         self.layers = nn.Sequential(*layers)
         self.strides = strides
 
@@ -139,15 +156,23 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     """``[B, dim, T'] -> [B, 1, T' * hop]``, mirroring :class:`Encoder`."""
 
-    def __init__(self, channels: int, strides: tuple[int, ...], dim: int, causal: bool) -> None:
+    def __init__(
+        self,
+        channels: int,
+        strides: tuple[int, ...],
+        dim: int,
+        causal: bool,
+        dilations: tuple[int, ...] = (1, 3, 9),
+        act: str = "snake",
+    ) -> None:
         super().__init__()
         width = channels * 2 ** len(strides)
         layers: list[nn.Module] = [PaddedConv1d(dim, width, 7, causal=causal)]
         for s in reversed(strides):
-            layers += [Snake(width), PaddedConvTranspose1d(width, width // 2, s, causal=causal)]
+            layers += [activation(act, width), PaddedConvTranspose1d(width, width // 2, s, causal=causal)]
             width //= 2
-            layers += _units(width, causal)
-        layers += [Snake(width), PaddedConv1d(width, 1, 7, causal=causal), nn.Tanh()]
+            layers += _units(width, causal, dilations, act)
+        layers += [activation(act, width), PaddedConv1d(width, 1, 7, causal=causal), nn.Tanh()]
         self.layers = nn.Sequential(*layers)
         self.strides = strides
 

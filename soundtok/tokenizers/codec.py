@@ -30,6 +30,8 @@ class CodecConfig(Config):
     sample_rate: int = 16000
     channels: int = 32  # encoder width before the first downsampling; doubles at each
     strides: tuple[int, ...] = (2, 4, 5, 8)  # hop 320: 50 frames/s at 16 kHz
+    dilations: tuple[int, ...] = (1, 3, 9)  # one residual unit per dilation, at every rate
+    activation: str = "snake"  # or "elu" (no sine: cheaper on CPU)
     latent_dim: int = 64
     num_quantizers: int = 12
     codebook_size: int = 1024
@@ -40,6 +42,8 @@ class CodecConfig(Config):
     def __post_init__(self) -> None:
         if not self.strides or min(self.strides) < 1:
             raise ValueError(f"strides must be positive, got {self.strides}")
+        if not self.dilations or self.activation not in ("snake", "elu"):
+            raise ValueError(f"need at least one dilation and activation 'snake' or 'elu', got {self}")
         if self.num_quantizers < 1 or self.codebook_size < 2 or self.channels < 1 or self.latent_dim < 1:
             raise ValueError(f"invalid codec config {self}")
 
@@ -73,9 +77,10 @@ class CodecTokenizer(AudioTokenizer):
 
     def __init__(self, config: CodecConfig, name: str | None = None) -> None:
         super().__init__(config, name)
-        self.encoder = Encoder(config.channels, config.strides, config.latent_dim, config.causal)
+        c = config
+        self.encoder = Encoder(c.channels, c.strides, c.latent_dim, c.causal, c.dilations, c.activation)
         self.quantizer = ResidualVectorQuantizer(config.rvq_config())
-        self.decoder = Decoder(config.channels, config.strides, config.latent_dim, config.causal)
+        self.decoder = Decoder(c.channels, c.strides, c.latent_dim, c.causal, c.dilations, c.activation)
         reach = self.encoder.receptive_field()
         self.context_samples = max(reach.left, reach.right)  # type: ignore[misc]  # depends on the config
         self.decode_context_frames = self.decoder.receptive_field_frames()  # type: ignore[misc]
