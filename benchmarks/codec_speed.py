@@ -7,7 +7,7 @@ codebooks, the closest to our 1.5 kbit/s setting) and ``DacModel`` (its 16 kHz c
 is the median of ``--repeats`` runs after a warm-up, with ``torch.set_num_threads(--threads)``. Peak memory is the
 peak RSS of a fresh process per model.
 
-    python benchmarks/codec_speed.py            # writes benchmarks/results/codec_speed.md
+    pip install "soundtok[bench]"; python benchmarks/codec_speed.py   # writes benchmarks/results/codec_speed.md
 """
 
 from __future__ import annotations
