@@ -20,6 +20,7 @@ import math
 import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import yaml
@@ -40,6 +41,9 @@ from soundtok.nn.losses import (
 from soundtok.tokenizers.codec import CodecConfig, CodecTokenizer
 from soundtok.train.config import TrainConfig
 from soundtok.train.data import CropSampler, eval_clips
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
 
 log = logging.getLogger(__name__)
 STATE_DIR = "state"
@@ -169,10 +173,9 @@ def train_codec(cfg: TrainConfig, run_dir: str | Path, *, max_steps_this_run: in
             t0, steps_timed = time.perf_counter(), 0
         if writer is not None and (step % cfg.eval_every == 0 or step == cfg.steps):  # main process only
             scores = evaluate_codec(codec, held_out)
-            if writer is not None:
-                for k, v in scores.items():
-                    writer.add_scalar(f"eval/{k}", v, step)
-                log.info("step %d eval %s", step, {k: round(v, 3) for k, v in scores.items()})
+            for k, v in scores.items():
+                writer.add_scalar(f"eval/{k}", v, step)
+            log.info("step %d eval %s", step, {k: round(v, 3) for k, v in scores.items()})
         if step % cfg.checkpoint_every == 0 or step == stop_at:
             _save_state(accelerator, run_dir, step, cfg.keep_checkpoints)
 
@@ -228,11 +231,8 @@ def _halves(outputs: list[DiscriminatorOutput]) -> tuple[list[DiscriminatorOutpu
     return first, second
 
 
-def _save_state(accelerator: object, run_dir: Path, step: int, keep: int) -> None:
+def _save_state(accelerator: Accelerator, run_dir: Path, step: int, keep: int) -> None:
     """Write the resumable state under a temporary name, then rename: a kill never leaves a half state."""
-    from accelerate import Accelerator
-
-    assert isinstance(accelerator, Accelerator)
     final = run_dir / STATE_DIR / f"step-{step:07d}"
     tmp = run_dir / STATE_DIR / f".tmp-step-{step:07d}"
     if accelerator.is_main_process:
