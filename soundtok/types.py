@@ -59,6 +59,11 @@ class LevelSpec:
     codebook_size: int
 
 
+def nominal_bitrate(frame_rates: tuple[float, ...], codebook_sizes: tuple[int, ...]) -> float:
+    """Bits per second without entropy coding: sum over levels of frame rate x log2(codebook size)."""
+    return sum(r * math.log2(n) for r, n in zip(frame_rates, codebook_sizes, strict=True))
+
+
 def frames_for(length: int | torch.Tensor, hop_length: int) -> torch.Tensor:
     """Frames a level emits for ``length`` samples: ceil(length / hop). The last frame may cover padding."""
     return torch.div(torch.as_tensor(length) + hop_length - 1, hop_length, rounding_mode="floor")
@@ -108,8 +113,8 @@ class Tokens:
 
     @property
     def bitrate(self) -> float:
-        """Nominal bits per second: sum over levels of frame rate x log2(codebook size)."""
-        return sum(r * math.log2(n) for r, n in zip(self.frame_rates, self.codebook_sizes, strict=True))
+        """Nominal bits per second (:func:`nominal_bitrate`)."""
+        return nominal_bitrate(self.frame_rates, self.codebook_sizes)
 
     def frame_lengths(self, level: int) -> torch.Tensor:
         """``[B]`` number of valid frames per item at ``level``."""

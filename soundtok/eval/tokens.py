@@ -13,13 +13,13 @@ Statistics are over the *valid* frames of each item (padding is ignored), pooled
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
 
+from soundtok import types
 from soundtok.types import Tokens
 
 
@@ -36,7 +36,7 @@ def nominal_bitrate(source: _HasRates) -> float:
 
     ``source`` is an :class:`~soundtok.tokenizers.base.AudioTokenizer` or a :class:`~soundtok.types.Tokens`.
     """
-    return sum(r * math.log2(n) for r, n in zip(source.frame_rates, source.codebook_sizes, strict=True))
+    return types.nominal_bitrate(tuple(source.frame_rates), tuple(source.codebook_sizes))
 
 
 def token_rate(source: _HasRates) -> float:

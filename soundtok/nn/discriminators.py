@@ -266,12 +266,10 @@ class ScaleDiscriminator(nn.Module):
 # --- multi-discriminators: each returns one output per sub-discriminator -----------------------------------------
 
 
-class MultiPeriodDiscriminator(nn.Module):
-    """HiFi-GAN MPD: one :class:`PeriodDiscriminator` per period; ``wav [B, 1, T] ->`` ``len(periods)`` outputs."""
+class _Ensemble(nn.Module):
+    """Sub-discriminators that each see the same waveform; one output per sub-discriminator."""
 
-    def __init__(self, periods: Sequence[int] = (2, 3, 5, 7, 11), width: float = 1.0) -> None:
-        super().__init__()
-        self.discriminators = nn.ModuleList(PeriodDiscriminator(p, width) for p in periods)
+    discriminators: nn.ModuleList
 
     @property
     def num_outputs(self) -> int:
@@ -282,7 +280,15 @@ class MultiPeriodDiscriminator(nn.Module):
         return [d(wav) for d in self.discriminators]
 
 
-class MultiResolutionSTFTDiscriminator(nn.Module):
+class MultiPeriodDiscriminator(_Ensemble):
+    """HiFi-GAN MPD: one :class:`PeriodDiscriminator` per period; ``wav [B, 1, T] ->`` ``len(periods)`` outputs."""
+
+    def __init__(self, periods: Sequence[int] = (2, 3, 5, 7, 11), width: float = 1.0) -> None:
+        super().__init__()
+        self.discriminators = nn.ModuleList(PeriodDiscriminator(p, width) for p in periods)
+
+
+class MultiResolutionSTFTDiscriminator(_Ensemble):
     """DAC MRD / Vocos: one :class:`STFTDiscriminator` per ``(n_fft, hop)``; ``len(resolutions)`` outputs."""
 
     def __init__(
@@ -299,16 +305,8 @@ class MultiResolutionSTFTDiscriminator(nn.Module):
             for n_fft, hop in resolutions
         )
 
-    @property
-    def num_outputs(self) -> int:
-        return len(self.discriminators)
 
-    def forward(self, wav: Tensor) -> list[DiscriminatorOutput]:
-        _check_wav(wav, type(self).__name__)
-        return [d(wav) for d in self.discriminators]
-
-
-class MultiScaleDiscriminator(nn.Module):
+class MultiScaleDiscriminator(_Ensemble):
     """MelGAN/HiFi-GAN MSD: scale ``i`` sees the waveform average-pooled ``i`` times by 2; ``num_scales`` outputs.
 
     HiFi-GAN uses spectral norm on the first scale; here every scale uses weight norm.
@@ -318,10 +316,6 @@ class MultiScaleDiscriminator(nn.Module):
         super().__init__()
         self.discriminators = nn.ModuleList(ScaleDiscriminator(width) for _ in range(num_scales))
         self.pool = nn.AvgPool1d(4, 2, padding=2)
-
-    @property
-    def num_outputs(self) -> int:
-        return len(self.discriminators)
 
     def forward(self, wav: Tensor) -> list[DiscriminatorOutput]:
         _check_wav(wav, type(self).__name__)

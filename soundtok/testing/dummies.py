@@ -75,7 +75,7 @@ class ToyTokenizer(AudioTokenizer):
             _ToyLevel(h, n, config.dim, config.context) for h, n in zip(config.hops, config.codebook_sizes, strict=True)
         )
         torch.random.set_rng_state(gen_state)
-        self.context_samples = config.context  # type: ignore[misc]  # per-instance: it depends on the config
+        self.context_samples = config.context
 
     @property
     def sample_rate(self) -> int:

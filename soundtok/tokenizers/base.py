@@ -32,7 +32,7 @@ from torch import nn
 from soundtok.audio.io import check_waveform, convert_channels, resample
 from soundtok.config import Config
 from soundtok.errors import InvalidAudioError
-from soundtok.types import LevelSpec, TokenizerId, Tokens, frames_for
+from soundtok.types import LevelSpec, TokenizerId, Tokens, frames_for, nominal_bitrate
 
 
 class AudioTokenizer(nn.Module, ABC):
@@ -51,9 +51,9 @@ class AudioTokenizer(nn.Module, ABC):
     family: ClassVar[str]
     config_class: ClassVar[type[Config]]
     #: samples of real signal each chunk needs on each side for chunked == whole (0: frames are independent)
-    context_samples: ClassVar[int] = 0
+    context_samples: int = 0  # families whose field depends on their config set it per instance
     #: frames of codes each decoded chunk needs on each side
-    decode_context_frames: ClassVar[int] = 0
+    decode_context_frames: int = 0
     #: True if padding after an item changes its codes/audio (e.g. global normalisation); then items of
     #: different lengths are run one length-group at a time so batch results equal one-by-one results.
     pad_sensitive: ClassVar[bool] = False
@@ -113,7 +113,7 @@ class AudioTokenizer(nn.Module, ABC):
     @property
     def bitrate(self) -> float:
         """Nominal bits per second: sum over levels of frame rate x log2(codebook size)."""
-        return sum(r * math.log2(n) for r, n in zip(self.frame_rates, self.codebook_sizes, strict=True))
+        return nominal_bitrate(self.frame_rates, self.codebook_sizes)
 
     @property
     def token_rate(self) -> float:

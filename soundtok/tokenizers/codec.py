@@ -82,8 +82,8 @@ class CodecTokenizer(AudioTokenizer):
         self.quantizer = ResidualVectorQuantizer(config.rvq_config())
         self.decoder = Decoder(c.channels, c.strides, c.latent_dim, c.causal, c.dilations, c.activation)
         reach = self.encoder.receptive_field()
-        self.context_samples = max(reach.left, reach.right)  # type: ignore[misc]  # depends on the config
-        self.decode_context_frames = self.decoder.receptive_field_frames()  # type: ignore[misc]
+        self.context_samples = max(reach.left, reach.right)
+        self.decode_context_frames = self.decoder.receptive_field_frames()
         self.num_codebooks = config.num_quantizers
 
     def set_num_codebooks(self, n: int) -> CodecTokenizer:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import shutil
 import time
 from pathlib import Path
@@ -205,9 +204,7 @@ def evaluate_codec(codec: CodecTokenizer, clips: list[tuple[str, torch.Tensor]])
         for _, wav in clips:
             decoded = codec.decode(codec.encode(wav[None], codec.sample_rate))
             dists.append(mel_distance(wav[0], decoded[0, 0], codec.sample_rate))
-        scores[f"mel_distance@{n * codec.frame_rates[0] * math.log2(codec.config.codebook_size) / 1000:g}kbps"] = sum(
-            dists
-        ) / len(dists)
+        scores[f"mel_distance@{codec.bitrate / 1000:g}kbps"] = sum(dists) / len(dists)
     codec.set_num_codebooks(before)
     codec.train(was_training)
     return scores
