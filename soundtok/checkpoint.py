@@ -15,7 +15,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from safetensors import SafetensorError
@@ -25,6 +25,7 @@ from soundtok.errors import CheckpointError, OutputExistsError
 from soundtok.fileio import atomic_write
 
 if TYPE_CHECKING:
+    from soundtok.config import Config
     from soundtok.tokenizers.base import AudioTokenizer
 
 log = logging.getLogger(__name__)
@@ -34,15 +35,25 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 
 
+class Checkpointable(Protocol):
+    """What a checkpoint stores: a tokenizer, or any other soundtok model with a family name (e.g. a vocoder)."""
+
+    family: str
+    name: str
+    config: Config
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+
 def save_checkpoint(
-    tokenizer: AudioTokenizer,
+    tokenizer: Checkpointable,
     folder: str | os.PathLike[str],
     *,
     extra: dict[str, Any] | None = None,
     dtype: torch.dtype | None = None,
     force: bool = False,
 ) -> Path:
-    """Write ``tokenizer`` to ``folder``; ``dtype=torch.float16`` halves the size of shipped weights."""
+    """Write ``tokenizer`` (or a vocoder) to ``folder``; ``dtype=torch.float16`` halves the size of shipped weights."""
     from soundtok import __version__
 
     folder = Path(folder)
@@ -108,12 +119,23 @@ def load_checkpoint(folder: str | os.PathLike[str], device: str = "cpu") -> Audi
 
     folder = Path(folder)
     meta = read_checkpoint_config(folder)
+    if meta["family"] == "vocoder":
+        raise CheckpointError(
+            f"{folder} holds a mel vocoder, not a tokenizer; load it with soundtok.vocoder.load_vocoder"
+        )
     family = get_family(str(meta["family"]))
     try:
         config = family.config_class.from_dict(meta["config"])
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{folder / CONFIG_FILE}: invalid {family.name} config: {exc}") from None
     tokenizer = build(family.name, config, name=str(meta.get("name") or folder.name))
+    load_weights(tokenizer, folder, family.name)
+    return tokenizer.to(device).eval()
+
+
+def load_weights(module: torch.nn.Module, folder: str | os.PathLike[str], family: str) -> None:
+    """Load ``folder``'s ``model.safetensors`` into ``module`` strictly (cast to the module's dtypes)."""
+    folder = Path(folder)
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         raise CheckpointError(f"{folder}: {WEIGHTS_FILE} is missing; copy it next to {CONFIG_FILE}")
@@ -123,11 +145,11 @@ def load_checkpoint(folder: str | os.PathLike[str], device: str = "cpu") -> Audi
         raise CheckpointError(
             f"{weights}: corrupt or truncated safetensors file ({exc}); re-download or re-export it"
         ) from None
-    expected = tokenizer.state_dict()
+    expected = module.state_dict()
     missing = sorted(set(expected) - set(state))
     if missing:
         raise CheckpointError(
-            f"{weights}: missing tensors {missing[:5]}{'...' if len(missing) > 5 else ''} for family {family.name!r}"
+            f"{weights}: missing tensors {missing[:5]}{'...' if len(missing) > 5 else ''} for family {family!r}"
         )
     unexpected = sorted(set(state) - set(expected))
     if unexpected:
@@ -139,5 +161,4 @@ def load_checkpoint(folder: str | os.PathLike[str], device: str = "cpu") -> Audi
                 f"the config builds {tuple(value.shape)}; "
                 "config.json and model.safetensors do not belong together"
             )
-    tokenizer.load_state_dict({k: state[k].to(expected[k].dtype) for k in expected}, strict=True)
-    return tokenizer.to(device).eval()
+    module.load_state_dict({k: state[k].to(expected[k].dtype) for k in expected}, strict=True)

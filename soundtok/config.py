@@ -5,12 +5,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import typing
 from typing import Any, TypeVar
 
 C = TypeVar("C", bound="Config")
 
 
 def _to_json_value(value: Any) -> Any:
+    if isinstance(value, Config):
+        return value.to_dict()
     if isinstance(value, tuple):
         return [_to_json_value(v) for v in value]
     return value
@@ -37,7 +40,15 @@ class Config:
         unknown = sorted(set(data) - names)
         if unknown:
             raise ValueError(f"{cls.__name__} has no field(s) {unknown}; known fields: {sorted(names)}")
-        return cls(**{k: _from_json_value(v) for k, v in data.items()})
+        hints = typing.get_type_hints(cls)
+        values = {}
+        for key, value in data.items():
+            hint = hints.get(key)
+            if isinstance(hint, type) and issubclass(hint, Config) and isinstance(value, dict):
+                values[key] = hint.from_dict(value)  # a nested config, e.g. a vocoder's MelConfig
+            else:
+                values[key] = _from_json_value(value)
+        return cls(**values)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))

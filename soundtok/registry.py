@@ -41,6 +41,9 @@ class Preset:
     checkpoint: Path | None = None  # ... or load this checkpoint folder
 
 
+#: shipped checkpoint folders (trained tokenizers and vocoders), one per preset name
+CHECKPOINTS = Path(__file__).parent / "checkpoints"
+
 FAMILIES: dict[str, Family] = {}
 PRESETS: dict[str, Preset] = {}
 

@@ -37,6 +37,7 @@ CASES = [
     Case("codec2-700c", input_rate=8000),
     Case("toy-tiny", decode_atol=1e-6),
     Case("codec-tiny", decode_atol=1e-5),
+    Case("codec-16k", decode_atol=1e-5),
 ]
 
 

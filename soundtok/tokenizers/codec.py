@@ -20,7 +20,7 @@ import torch
 from soundtok.config import Config
 from soundtok.nn.conv import Decoder, Encoder
 from soundtok.nn.quantize import QuantizerOutput, ResidualVectorQuantizer, RVQConfig
-from soundtok.registry import register_family
+from soundtok.registry import CHECKPOINTS, Preset, register_family, register_preset
 from soundtok.tokenizers.base import AudioTokenizer
 from soundtok.types import LevelSpec
 
@@ -118,3 +118,14 @@ class CodecTokenizer(AudioTokenizer):
     def _decode(self, codes: list[torch.Tensor], lengths: torch.Tensor) -> torch.Tensor:
         z = self.quantizer.decode(torch.stack(codes, dim=1))  # [B, D, T']
         return self.decoder(z, lengths)  # [B, 1, T' * hop]
+
+
+register_preset(
+    Preset(
+        "codec-16k",
+        "codec",
+        "RVQ codec trained on the corpus: 16 kHz, 50 frames/s, 12 x 1024 codebooks (6 kbit/s; "
+        "set_num_codebooks(n) for n x 0.5 kbit/s)",
+        checkpoint=CHECKPOINTS / "codec-16k",
+    )
+)

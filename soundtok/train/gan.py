@@ -1,10 +1,13 @@
-"""The GAN recipe for waveform generators (the RVQ codec now; the mel vocoder reuses it).
+"""The GAN recipe for waveform generators: the RVQ codec (``recipe: codec``) and the mel vocoder
+(``recipe: vocoder``).
 
-One step: crop a batch of real audio, reconstruct it through the generator (encoder -> RVQ with quantizer
-dropout -> decoder), update the discriminators on real vs reconstructed (least-squares GAN), then update the
-generator on multi-scale mel L1 + adversarial + feature-matching + commitment/codebook losses (DAC's recipe and
-weights by default). ``accelerate`` runs it on one CPU process, several (``ACCELERATE_USE_CPU=true accelerate
-launch --multi_gpu --num_processes 2``) or GPUs unchanged.
+One step: crop a batch of real audio, rebuild it through the generator (the codec: encoder -> RVQ with quantizer
+dropout -> decoder; the vocoder: log-mel -> waveform), update the discriminators on real vs rebuilt (least-squares
+GAN), then update the generator on multi-scale mel L1 + adversarial + feature-matching losses, plus the codec's
+commitment/codebook losses (DAC's recipe and weights by default). What differs between generators is a
+:class:`GeneratorRecipe` in :data:`RECIPES`; the loop, the discriminators, the checkpoints and the logs are
+shared. ``accelerate`` runs it on one CPU process, several (``ACCELERATE_USE_CPU=true accelerate launch
+--multi_gpu --num_processes 2``) or GPUs unchanged.
 
 A run folder holds ``config.yaml``, TensorBoard logs in ``logs/``, resumable states ``state/step-XXXXXXX/`` (the
 newest ``keep_checkpoints``; each written under a temporary name and renamed, so a kill never leaves half of
@@ -19,11 +22,13 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import yaml
+from torch import nn
 
+from soundtok.audio.mel import log_mel
 from soundtok.checkpoint import save_checkpoint
 from soundtok.corpus.loaders import load_shared_corpus
 from soundtok.corpus.manifest import Manifest
@@ -40,6 +45,7 @@ from soundtok.nn.losses import (
 from soundtok.tokenizers.codec import CodecConfig, CodecTokenizer
 from soundtok.train.config import TrainConfig
 from soundtok.train.data import CropSampler, eval_clips
+from soundtok.vocoder import Vocoder, VocoderConfig
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -48,14 +54,73 @@ log = logging.getLogger(__name__)
 STATE_DIR = "state"
 
 
+Clips = list[tuple[str, torch.Tensor]]  # (id, [1, T]) held-out audio
+
+
+class GeneratorRecipe:
+    """What one generator needs from the shared GAN loop."""
+
+    def build(self, cfg: TrainConfig) -> nn.Module:
+        raise NotImplementedError
+
+    def sample_rate(self, model: Any) -> int:
+        return int(model.sample_rate)
+
+    def generate(self, model: nn.Module, real: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``real [B, 1, T]`` -> (rebuilt ``[B, 1, T]``, the generator's own losses by name)."""
+        raise NotImplementedError
+
+    def after_step(self, model: Any, num_processes: int) -> None:
+        """Called on the unwrapped model after every optimizer step."""
+
+    def evaluate(self, model: Any, clips: Clips) -> dict[str, float]:
+        raise NotImplementedError
+
+
+class CodecRecipe(GeneratorRecipe):
+    def build(self, cfg: TrainConfig) -> nn.Module:
+        return CodecTokenizer(CodecConfig.from_dict(cfg.model), name=cfg.name)
+
+    def generate(self, model: nn.Module, real: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        out = model(real)  # through the (possibly DDP-wrapped) module, so gradients are synchronised
+        return out.reconstruction, {"commitment": out.quantized.commit_loss, "codebook": out.quantized.codebook_loss}
+
+    def after_step(self, model: CodecTokenizer, num_processes: int) -> None:
+        if num_processes > 1:
+            _sync_codebooks(model)
+
+    def evaluate(self, model: CodecTokenizer, clips: Clips) -> dict[str, float]:
+        return evaluate_codec(model, clips)
+
+
+class VocoderRecipe(GeneratorRecipe):
+    def build(self, cfg: TrainConfig) -> nn.Module:
+        return Vocoder(VocoderConfig.from_dict(cfg.model), name=cfg.name)
+
+    def generate(self, model: nn.Module, real: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        mel_config = _unwrap(model).config.mel
+        if real.shape[-1] % mel_config.hop_length:
+            raise SoundtokError(
+                f"vocoder training needs crops of a whole number of hops ({mel_config.hop_length} samples); "
+                "set data.segment_seconds accordingly (e.g. 1.024 s at 16 kHz, hop 256)"
+            )
+        return model(log_mel(real[:, 0], mel_config)), {}
+
+    def evaluate(self, model: Vocoder, clips: Clips) -> dict[str, float]:
+        return evaluate_vocoder(model, clips)
+
+
+RECIPES: dict[str, GeneratorRecipe] = {"codec": CodecRecipe(), "vocoder": VocoderRecipe()}
+
+
 def latest_state(run_dir: Path) -> tuple[int, Path] | None:
     """The newest complete resumable state of a run, with its step."""
     states = sorted((run_dir / STATE_DIR).glob("step-*[0-9]"))
     return (int(states[-1].name.split("-")[1]), states[-1]) if states else None
 
 
-def train_codec(cfg: TrainConfig, run_dir: str | Path, *, max_steps_this_run: int | None = None) -> Path | None:
-    """Train (or resume) the codec recipe in ``run_dir``; returns the export folder once ``cfg.steps`` are done.
+def train_gan(cfg: TrainConfig, run_dir: str | Path, *, max_steps_this_run: int | None = None) -> Path | None:
+    """Train (or resume) ``cfg.recipe`` in ``run_dir``; returns the export folder once ``cfg.steps`` are done.
 
     ``max_steps_this_run`` stops early (after a state is saved), e.g. to split training across sessions.
     """
@@ -66,11 +131,14 @@ def train_codec(cfg: TrainConfig, run_dir: str | Path, *, max_steps_this_run: in
     except ImportError:
         raise SoundtokError("training logs need TensorBoard: pip install 'soundtok[train]'") from None
 
+    if cfg.recipe not in RECIPES:
+        raise SoundtokError(f"unknown GAN recipe {cfg.recipe!r}; known: {', '.join(RECIPES)}")
+    recipe = RECIPES[cfg.recipe]
     run_dir = Path(run_dir)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     torch.manual_seed(cfg.seed)  # identical initial weights on every process
 
-    model = CodecTokenizer(CodecConfig.from_dict(cfg.model), name=cfg.name)
+    model = recipe.build(cfg)
     disc = build_discriminator(DiscriminatorConfig.from_dict(cfg.discriminator))
     mel_loss, stft_loss = MultiScaleMelLoss(), MultiResolutionSTFTLoss()
     opt_g = torch.optim.AdamW(
@@ -84,7 +152,8 @@ def train_codec(cfg: TrainConfig, run_dir: str | Path, *, max_steps_this_run: in
     model, disc, opt_g, opt_d = accelerator.prepare(model, disc, opt_g, opt_d)
     mel_loss, stft_loss = mel_loss.to(accelerator.device), stft_loss.to(accelerator.device)
     accelerator.register_for_checkpointing(sched_g, sched_d)
-    codec: CodecTokenizer = accelerator.unwrap_model(model)
+    generator = accelerator.unwrap_model(model)
+    sample_rate = recipe.sample_rate(generator)
 
     corpus = (
         Manifest.from_jsonl(cfg.data.manifest)
@@ -92,10 +161,10 @@ def train_codec(cfg: TrainConfig, run_dir: str | Path, *, max_steps_this_run: in
         else load_shared_corpus(cfg.data.corpus, cfg.data.datasets)
     )
     sampler = CropSampler.from_manifest(
-        corpus.filter(split=cfg.data.train_split), codec.sample_rate, cfg.data.segment_seconds
+        corpus.filter(split=cfg.data.train_split), sample_rate, cfg.data.segment_seconds
     )
     held_out = eval_clips(
-        corpus.filter(split=cfg.data.eval_split), codec.sample_rate, cfg.data.eval_items, cfg.data.eval_seconds
+        corpus.filter(split=cfg.data.eval_split), sample_rate, cfg.data.eval_items, cfg.data.eval_seconds
     )
 
     log.info("process %d of %d on %s", accelerator.process_index, accelerator.num_processes, accelerator.device)
@@ -118,8 +187,7 @@ def train_codec(cfg: TrainConfig, run_dir: str | Path, *, max_steps_this_run: in
         real = sampler.batch(per_process, seed=cfg.seed, step=step, rank=accelerator.process_index)
         real = real.to(accelerator.device)  # [B, 1, T]
         model.train()
-        out = model(real)  # through the (possibly DDP-wrapped) module, so gradients are synchronised
-        fake, q = out.reconstruction, out.quantized  # [B, 1, T]
+        fake, own_losses = recipe.generate(model, real)  # [B, 1, T]
         adversarial = step >= cfg.adversarial_start
 
         if adversarial:  # discriminator step: real and fake in one pass (one forward per backward under DDP)
@@ -131,7 +199,7 @@ def train_codec(cfg: TrainConfig, run_dir: str | Path, *, max_steps_this_run: in
             opt_d.step()
             sched_d.step()
 
-        losses = {"mel": mel_loss(fake, real), "commitment": q.commit_loss, "codebook": q.codebook_loss}
+        losses = {"mel": mel_loss(fake, real), **own_losses}
         if w.stft:
             losses["stft"] = stft_loss(fake, real)
         if adversarial:
@@ -144,8 +212,7 @@ def train_codec(cfg: TrainConfig, run_dir: str | Path, *, max_steps_this_run: in
         grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
         opt_g.step()
         sched_g.step()
-        if accelerator.num_processes > 1:
-            _sync_codebooks(codec)
+        recipe.after_step(generator, accelerator.num_processes)
         step += 1
         steps_timed += 1
 
@@ -171,7 +238,7 @@ def train_codec(cfg: TrainConfig, run_dir: str | Path, *, max_steps_this_run: in
             )
             t0, steps_timed = time.perf_counter(), 0
         if writer is not None and (step % cfg.eval_every == 0 or step == cfg.steps):  # main process only
-            scores = evaluate_codec(codec, held_out)
+            scores = recipe.evaluate(generator, held_out)
             for k, v in scores.items():
                 writer.add_scalar(f"eval/{k}", v, step)
             log.info("step %d eval %s", step, {k: round(v, 3) for k, v in scores.items()})
@@ -186,7 +253,7 @@ def train_codec(cfg: TrainConfig, run_dir: str | Path, *, max_steps_this_run: in
     if accelerator.is_main_process:
         extra = {"recipe": cfg.recipe, "steps": step, "train_config": json.loads(cfg.model_dump_json())}
         dtype = getattr(torch, cfg.export_dtype)
-        save_checkpoint(codec.cpu().eval(), export, extra=extra, dtype=dtype, force=True)
+        save_checkpoint(generator.cpu().eval(), export, extra=extra, dtype=dtype, force=True)
     accelerator.wait_for_everyone()
     return export
 
@@ -208,6 +275,24 @@ def evaluate_codec(codec: CodecTokenizer, clips: list[tuple[str, torch.Tensor]])
     codec.set_num_codebooks(before)
     codec.train(was_training)
     return scores
+
+
+@torch.no_grad()
+def evaluate_vocoder(vocoder: Vocoder, clips: Clips) -> dict[str, float]:
+    """Mean mel distance of held-out clips rebuilt from their own log-mel."""
+    was_training = vocoder.training
+    hop = vocoder.config.mel.hop_length
+    dists = []
+    for _, wav in clips:
+        wav = wav[..., : wav.shape[-1] // hop * hop]
+        rebuilt = vocoder.synthesize(vocoder.mel(wav))  # [1, 1, T]
+        dists.append(mel_distance(wav[0], rebuilt[0, 0], vocoder.sample_rate))
+    vocoder.train(was_training)
+    return {"mel_distance": sum(dists) / len(dists)}
+
+
+def _unwrap(model: nn.Module) -> Any:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
 def _sync_codebooks(codec: CodecTokenizer) -> None:
@@ -259,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # it logs every file of every saved state
     try:
-        train_codec(load_config(args[0], args[2:]), args[1])
+        train_gan(load_config(args[0], args[2:]), args[1])
     except SoundtokError as exc:
         log.error("%s", exc)
         return 1

@@ -1,4 +1,4 @@
-"""The codec GAN recipe at toy size: it trains, exports a loadable checkpoint, and resumes exactly after a kill."""
+"""The GAN recipes (codec, vocoder) at toy size: they train, export checkpoints, resume exactly after a kill."""
 
 from __future__ import annotations
 
@@ -15,9 +15,11 @@ from safetensors.torch import load_file
 
 import soundtok
 from soundtok.corpus import AudioItem, Manifest
+from soundtok.errors import SoundtokError
 from soundtok.testing import fixture_path
 from soundtok.train.config import load_config
-from soundtok.train.gan import latest_state, train_codec
+from soundtok.train.gan import latest_state, train_gan
+from soundtok.vocoder import Vocoder, load_vocoder
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -51,7 +53,7 @@ def overrides(manifest: Path, steps: int) -> list[str]:
 
 def test_trains_exports_and_loads(manifest: Path, tmp_path: Path) -> None:
     cfg = load_config(ROOT / "configs" / "codec-16k.yaml", overrides(manifest, 4))
-    export = train_codec(cfg, tmp_path / "run")
+    export = train_gan(cfg, tmp_path / "run")
     assert export is not None and (tmp_path / "run" / "logs").is_dir()
     tok = soundtok.load(export)
     assert tok.family == "codec" and tok.name == "codec-16k"
@@ -62,12 +64,31 @@ def test_trains_exports_and_loads(manifest: Path, tmp_path: Path) -> None:
     assert tok.decode(tok.encode(wav[None], 16000)).shape[-1] == wav.shape[-1]
 
 
+def test_vocoder_recipe_trains_exports_and_loads(manifest: Path, tmp_path: Path) -> None:
+    tiny = [
+        "model={dim: 16, intermediate_dim: 32, num_layers: 2}",
+        "data.segment_seconds=0.128",  # 8 hops of 256 samples
+        *[o for o in TINY if not o.startswith(("model=", "data.segment_seconds"))],
+    ]
+    cfg = load_config(ROOT / "configs" / "vocoder-16k.yaml", [*tiny, f"data.manifest={manifest}", "steps=3"])
+    export = train_gan(cfg, tmp_path / "run")
+    assert export is not None
+    vocoder = load_vocoder(export)
+    assert isinstance(vocoder, Vocoder) and vocoder.name == "vocoder-16k"
+    mel = vocoder.mel(soundtok.testing.load_fixture("digit")[0][..., :4096])
+    assert vocoder.synthesize(mel).shape == (1, 1, 4096)
+    bad_crop = [*tiny, f"data.manifest={manifest}", "data.segment_seconds=0.1"]
+    bad = load_config(ROOT / "configs" / "vocoder-16k.yaml", bad_crop)
+    with pytest.raises(SoundtokError, match="whole number of hops"):
+        train_gan(bad, tmp_path / "bad")
+
+
 def test_resume_continues_exactly(manifest: Path, tmp_path: Path) -> None:
     cfg = load_config(ROOT / "configs" / "codec-16k.yaml", overrides(manifest, 4))
-    straight = train_codec(cfg, tmp_path / "a")
-    assert train_codec(cfg, tmp_path / "b", max_steps_this_run=2) is None  # stopped half way
+    straight = train_gan(cfg, tmp_path / "a")
+    assert train_gan(cfg, tmp_path / "b", max_steps_this_run=2) is None  # stopped half way
     assert latest_state(tmp_path / "b") == (2, tmp_path / "b" / "state" / "step-0000002")
-    resumed = train_codec(cfg, tmp_path / "b")
+    resumed = train_gan(cfg, tmp_path / "b")
     assert straight is not None and resumed is not None
     a, b = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")
     assert a.keys() == b.keys()
