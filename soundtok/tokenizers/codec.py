@@ -38,6 +38,11 @@ class CodecConfig(Config):
     codebook_dim: int = 8  # factorised, l2-normalised codes (DAC)
     quantizer_dropout: float = 0.5
     causal: bool = False
+    # codebook practices (benchmarks/codebook_practices.py compares them): see soundtok.nn.quantize.VQConfig
+    factorised: bool = True
+    ema: bool = False
+    kmeans_init: bool = True
+    dead_code_threshold: float = 0.02
 
     def __post_init__(self) -> None:
         if not self.strides or min(self.strides) < 1:
@@ -58,6 +63,10 @@ class CodecConfig(Config):
             codebook_size=self.codebook_size,
             codebook_dim=self.codebook_dim,
             quantizer_dropout=self.quantizer_dropout,
+            factorised=self.factorised,
+            ema=self.ema,
+            kmeans_init=self.kmeans_init,
+            dead_code_threshold=self.dead_code_threshold,
         )
 
 
