@@ -112,3 +112,22 @@ def test_demo_writes_tokens_audio_and_a_score_table(capsys: pytest.CaptureFixtur
     assert float(row.split()[3]) > 0.95  # 8-bit mu-law at 16 kHz keeps STOI near 1
     code, _, err = run(capsys, "demo", "--clip", "digit", "-o", tmp_path / "demo")
     assert code == 1 and "--force" in err
+
+
+def test_vocode_with_griffin_lim_and_a_checkpoint(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from soundtok.checkpoint import save_checkpoint
+    from soundtok.eval.perceptual import stoi
+    from soundtok.vocoder import Vocoder, VocoderConfig
+
+    out = tmp_path / "gl.wav"
+    code, _, err = run(capsys, "vocode", fixture_path("digit"), "-o", out, "-v", "griffin-lim")
+    assert code == 0, err
+    audio, sr = load_audio(out)
+    src, _ = load_audio(fixture_path("digit"))
+    assert sr == 16000 and audio.shape == src.shape
+    assert stoi(src[0], audio[0], sr) > 0.7
+    save_checkpoint(Vocoder(VocoderConfig(dim=8, intermediate_dim=16, num_layers=1)), tmp_path / "voc")
+    code, _, err = run(capsys, "vocode", fixture_path("digit"), "-o", tmp_path / "v.wav", "-v", tmp_path / "voc")
+    assert code == 0, err
+    code, _, err = run(capsys, "vocode", fixture_path("digit"), "-o", out, "-v", "griffin-lim")
+    assert code == 1 and "--force" in err

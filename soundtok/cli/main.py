@@ -20,9 +20,9 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from soundtok.cli import corpus, evaluate, setup, tokens, train
+    from soundtok.cli import corpus, evaluate, setup, tokens, train, vocode
 
-    for module in (tokens, evaluate, corpus, train, setup):
+    for module in (tokens, evaluate, corpus, train, vocode, setup):
         module.register(app)
 
 
