@@ -41,6 +41,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object], 
     tmp = Path(name)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the permissions open() would
         fsync_path(tmp)
         os.replace(tmp, path)
     except BaseException:
@@ -48,3 +49,9 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object], 
         raise
     fsync_path(path.parent)
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

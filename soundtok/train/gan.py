@@ -182,6 +182,7 @@ def train_gan(cfg: TrainConfig, run_dir: str | Path, *, max_steps_this_run: int 
     stop_at = cfg.steps if max_steps_this_run is None else min(cfg.steps, step + max_steps_this_run)
     w = cfg.loss
     t0, steps_timed = time.perf_counter(), 0
+    running: dict[str, float] = {}  # loss sums since the last log line: logged values are interval means
 
     while step < stop_at:
         real = sampler.batch(per_process, seed=cfg.seed, step=step, rank=accelerator.process_index)
@@ -215,15 +216,17 @@ def train_gan(cfg: TrainConfig, run_dir: str | Path, *, max_steps_this_run: int 
         recipe.after_step(generator, accelerator.num_processes)
         step += 1
         steps_timed += 1
+        logged = {**losses, "generator": g_loss, "grad_norm": grad_norm}
+        if adversarial:
+            logged["discriminator"] = d_loss
+        for k, v in logged.items():
+            running[k] = running.get(k, 0.0) + float(v)
 
         if writer is not None and (step % cfg.log_every == 0 or step == stop_at):
             elapsed = time.perf_counter() - t0
-            for k, v in losses.items():
-                writer.add_scalar(f"loss/{k}", float(v.detach()), step)
-            writer.add_scalar("loss/generator", float(g_loss.detach()), step)
-            if adversarial:
-                writer.add_scalar("loss/discriminator", float(d_loss.detach()), step)
-            writer.add_scalar("train/grad_norm", float(grad_norm), step)
+            means = {k: v / steps_timed for k, v in running.items()}
+            for k, v in means.items():
+                writer.add_scalar(f"train/{k}" if k == "grad_norm" else f"loss/{k}", v, step)
             writer.add_scalar(
                 "train/audio_seconds_per_second",
                 steps_timed * cfg.data.batch_size * cfg.data.segment_seconds / elapsed,
@@ -232,11 +235,12 @@ def train_gan(cfg: TrainConfig, run_dir: str | Path, *, max_steps_this_run: int 
             log.info(
                 "step %d  g %.3f  mel %.3f  (%.2f s/step)",
                 step,
-                float(g_loss.detach()),
-                float(losses["mel"].detach()),
+                means["generator"],
+                means["mel"],
                 elapsed / steps_timed,
             )
-            t0, steps_timed = time.perf_counter(), 0
+        if step % cfg.log_every == 0 or step == stop_at:
+            t0, steps_timed, running = time.perf_counter(), 0, {}
         if writer is not None and (step % cfg.eval_every == 0 or step == cfg.steps):  # main process only
             scores = recipe.evaluate(generator, held_out)
             for k, v in scores.items():
