@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -49,8 +50,11 @@ def test_one_dimensional_input_and_other_rates(speech: tuple[torch.Tensor, int])
     out = opus.opus_roundtrip(clip, 48000, 12000)
     assert out.shape == clip.shape
     assert abs(_peak_lag(clip, out)) <= 1
-    odd = opus.opus_roundtrip(torch.from_numpy(np.asarray(load_fixture("speech", 22050)[0][0, :22050])), 22050, 12000)
-    assert odd.shape == (22050,)  # ffmpeg resamples to a libopus rate and back
+    odd, _ = load_fixture("speech", sample_rate=22050)
+    assert opus.opus_roundtrip(odd[:, :22050], 22050, 12000).shape == (
+        1,
+        22050,
+    )  # ffmpeg resamples to a libopus rate and back
 
 
 @needs_ffmpeg
@@ -91,6 +95,21 @@ def test_missing_ffmpeg_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> 
     opus.codec_delay.cache_clear()
     try:
         with pytest.raises(MetricUnavailableError, match="apt-get install ffmpeg"):
+            opus.opus_roundtrip(torch.zeros(1600), 16000, 6000)
+    finally:
+        opus._ffmpeg.cache_clear()
+
+
+def test_ffmpeg_without_libopus_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    listing = " A....D aac                  AAC (Advanced Audio Coding)\n A....D libmp3lame           libmp3lame MP3\n"
+    monkeypatch.setattr(opus.shutil, "which", lambda name: "/usr/bin/ffmpeg")
+    monkeypatch.setattr(
+        opus.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, stdout=listing, stderr="")
+    )
+    opus._ffmpeg.cache_clear()
+    opus.codec_delay.cache_clear()
+    try:
+        with pytest.raises(MetricUnavailableError, match="without the libopus encoder.*apt-get install ffmpeg"):
             opus.opus_roundtrip(torch.zeros(1600), 16000, 6000)
     finally:
         opus._ffmpeg.cache_clear()

@@ -66,15 +66,15 @@ def default_application(bitrate: int) -> str:
     return "voip" if bitrate <= VOIP_MAX_BITRATE else "audio"
 
 
-def opus_roundtrip(wav: torch.Tensor, sample_rate: int, bitrate: int, *, application: str | None = None) -> torch.Tensor:
+def opus_roundtrip(
+    wav: torch.Tensor, sample_rate: int, bitrate: int, *, application: str | None = None
+) -> torch.Tensor:
     """``wav`` ([T] or [1, T] float, at ``sample_rate``) through Opus at ``bitrate`` bit/s and back: same shape,
     length and rate, aligned with the input. See :func:`opus_transcode` for the bitrate actually used."""
     return opus_transcode(wav, sample_rate, bitrate, application=application).wav
 
 
-def opus_transcode(
-    wav: torch.Tensor, sample_rate: int, bitrate: int, *, application: str | None = None
-) -> OpusResult:
+def opus_transcode(wav: torch.Tensor, sample_rate: int, bitrate: int, *, application: str | None = None) -> OpusResult:
     """Encode ``wav`` with libopus at ``bitrate`` bit/s, decode, align; the clip and the measured bitrate.
 
     Raises :class:`~soundtok.errors.MetricUnavailableError` if ffmpeg or its libopus encoder is missing, and
@@ -125,8 +125,8 @@ def cross_correlation_lag(ref: np.ndarray, deg: np.ndarray, *, max_lag: int, ups
     n = ref.shape[0] + deg.shape[0]
     spectrum = np.fft.rfft(deg.astype(np.float64), n) * np.conj(np.fft.rfft(ref.astype(np.float64), n))
     corr = np.fft.irfft(spectrum, n * upsample)  # band-limited interpolation of the cross-correlation
-    lags = np.arange(corr.shape[0])
-    lags = np.where(lags > corr.shape[0] // 2, lags - corr.shape[0], lags) / upsample
+    index = np.arange(corr.shape[0])
+    lags = np.where(index > corr.shape[0] // 2, index - corr.shape[0], index) / upsample
     window = np.abs(lags) <= max_lag
     return float(lags[window][np.argmax(corr[window])])
 

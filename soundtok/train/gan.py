@@ -220,7 +220,7 @@ def train_gan(cfg: TrainConfig, run_dir: str | Path, *, max_steps_this_run: int 
         if adversarial:
             logged["discriminator"] = d_loss
         for k, v in logged.items():
-            running[k] = running.get(k, 0.0) + float(v)
+            running[k] = running.get(k, 0.0) + float(v.detach() if isinstance(v, torch.Tensor) else v)
 
         if writer is not None and (step % cfg.log_every == 0 or step == stop_at):
             elapsed = time.perf_counter() - t0
