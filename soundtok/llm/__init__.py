@@ -1,0 +1,81 @@
+"""The audio LLM bridge: audio tokens in a causal LM's vocabulary.
+
+* :mod:`soundtok.llm.models`: ``load_llm(name_or_path) -> (model, tokenizer)`` for a local HF folder or an offline
+  default (``smollm2-135m``, ``gemma3-270m``), converted once from GGUF and cached.
+* :mod:`soundtok.llm.vocab`: ``extend_vocab(model, tokenizer, audio_tokenizer) -> AudioVocab``: one token per
+  (level, code) plus ``<|audio_start|>`` / ``<|audio_end|>``, new rows initialised at the mean of the old ones;
+  the interleaving rule that turns a multi-level ``Tokens`` item into one flat id sequence and back.
+* :mod:`soundtok.llm.prompt`: ``render(turns, tokenizer, vocab) -> Rendered`` (``input_ids``, ``loss_weights``),
+  the one prompt format.
+
+Only the standard library and torch are imported here; transformers is imported when a model or tokenizer is
+loaded.
+"""
+
+from soundtok.llm.models import (
+    DEFAULT_LLM,
+    OFFLINE_LLMS,
+    LLMUnavailableError,
+    OfflineLLM,
+    cache_root,
+    llm_folder,
+    load_llm,
+    load_llm_tokenizer,
+    verify_cache,
+)
+from soundtok.llm.prompt import (
+    CHATML_TEMPLATE,
+    AudioPart,
+    LossWeights,
+    PromptFormat,
+    PromptFormatError,
+    Rendered,
+    TextPart,
+    TokenKind,
+    Turn,
+    render,
+)
+from soundtok.llm.vocab import (
+    AUDIO_END,
+    AUDIO_START,
+    AudioCode,
+    AudioTokenError,
+    AudioVocab,
+    Interleaving,
+    add_audio_tokens,
+    extend_vocab,
+    interleave_order,
+    resize_embeddings,
+)
+
+__all__ = [
+    "AUDIO_END",
+    "AUDIO_START",
+    "CHATML_TEMPLATE",
+    "DEFAULT_LLM",
+    "OFFLINE_LLMS",
+    "AudioCode",
+    "AudioPart",
+    "AudioTokenError",
+    "AudioVocab",
+    "Interleaving",
+    "LLMUnavailableError",
+    "LossWeights",
+    "OfflineLLM",
+    "PromptFormat",
+    "PromptFormatError",
+    "Rendered",
+    "TextPart",
+    "TokenKind",
+    "Turn",
+    "add_audio_tokens",
+    "cache_root",
+    "extend_vocab",
+    "interleave_order",
+    "llm_folder",
+    "load_llm",
+    "load_llm_tokenizer",
+    "render",
+    "resize_embeddings",
+    "verify_cache",
+]

@@ -1,0 +1,280 @@
+"""The flow recipe (``recipe: msn``): trains the Make Some Noise tokenizer, with its CFM or MSE decoder.
+
+``python -m soundtok.train.flow CONFIG.yaml RUN_DIR [key=value ...]`` (or ``soundtok train``; works under
+``accelerate launch``). ``configs/msn-16k.yaml`` and ``configs/msn-mse-16k.yaml`` differ only in
+``model.decoder`` (and the name), so the two are trained on the same batches with the same budget.
+
+Before the first step, the per-channel mean and std of the frozen autoencoder's latents are measured on
+:data:`STATS_BATCHES` training batches (drawn apart from the training batches) and stored in the model's buffers.
+
+One step: crop ``data.batch_size`` clips of ``data.segment_seconds`` (a whole number of tokens) from the train
+split (:class:`~soundtok.train.data.CropSampler`); the frozen autoencoder turns them into latents ``[B, D, F]``;
+normalise; encoder -> VQ (straight-through) -> decoder; the loss is
+
+    objective (CFM velocity MSE, or latent MSE for decoder: mse; see soundtok.tokenizers.msn)
+    + commit_loss + codebook_loss (already weighted by model.commitment and model.codebook_weight).
+
+AdamW with the ``optim`` settings, gradient clipping, exponential learning-rate decay. ``t``, ``x0`` and the
+classifier-free-guidance dropout come from a generator seeded by (seed, step, rank) and the crops are a function
+of the same, so a run killed and restarted continues exactly as if it had never stopped (the quantizer's k-means
+init and dead-code restarts draw from torch's global generator, which the saved state restores).
+
+Logs (TensorBoard, ``RUN_DIR/logs``): the losses, the gradient norm, the codebook perplexity (``exp`` of the
+entropy of the quantizer's usage EMA, as a fraction of ``codebook_size``), entries restarted, throughput; every
+``eval_every`` steps the latent reconstruction error of held-out clips
+(:meth:`~soundtok.tokenizers.msn.MSNTokenizer.latent_error`, with the model's default sampling settings) and the
+fraction of the codebook those clips use. States and the export work as in the GAN recipe
+(:mod:`soundtok.train.gan`): ``RUN_DIR/state/step-XXXXXXX`` written atomically, ``RUN_DIR/export`` in
+``export_dtype`` at the end.
+
+The GAN-only fields of :class:`~soundtok.train.config.TrainConfig` (``discriminator``, ``loss``,
+``adversarial_start``) must be left unset.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from torch import nn
+
+from soundtok.checkpoint import save_checkpoint
+from soundtok.corpus.loaders import load_shared_corpus
+from soundtok.corpus.manifest import Manifest
+from soundtok.errors import SoundtokError
+from soundtok.tokenizers.msn import MSNConfig, MSNOutput, MSNTokenizer
+from soundtok.train.config import TrainConfig
+from soundtok.train.data import CropSampler, eval_clips
+from soundtok.train.gan import _save_state, latest_state
+
+log = logging.getLogger(__name__)
+
+RECIPE = "msn"
+#: training batches whose latents set the normalisation statistics (drawn at steps -1, -2, ...: never trained on)
+STATS_BATCHES = 16
+_GAN_ONLY = ("discriminator", "loss", "adversarial_start")
+
+Clips = list[tuple[str, torch.Tensor]]  # (id, [1, T]) held-out audio
+
+
+def build_model(cfg: TrainConfig) -> MSNTokenizer:
+    try:
+        config = MSNConfig.from_dict(cfg.model)
+    except (TypeError, ValueError) as exc:
+        raise SoundtokError(f"invalid msn model config: {exc}") from None
+    return MSNTokenizer(config, name=cfg.name)
+
+
+def check_config(cfg: TrainConfig) -> None:
+    if cfg.recipe != RECIPE:
+        raise SoundtokError(f"soundtok.train.flow trains recipe {RECIPE!r}, the config says {cfg.recipe!r}")
+    stray = [k for k in _GAN_ONLY if k in cfg.model_fields_set]
+    if stray:
+        raise SoundtokError(
+            f"the msn recipe has no adversarial losses: remove {stray} from the config "
+            "(the quantizer's loss weights are model.commitment and model.codebook_weight)"
+        )
+
+
+@torch.no_grad()
+def measure_latent_statistics(model: MSNTokenizer, sampler: CropSampler, cfg: TrainConfig) -> None:
+    """Set the model's per-channel latent mean and std from :data:`STATS_BATCHES` batches of training crops."""
+    latents = []
+    for i in range(STATS_BATCHES):
+        wav = sampler.batch(cfg.data.batch_size, seed=cfg.seed, step=-1 - i, rank=0)  # [B, 1, T]
+        latents.append(model.autoencoder.encode(wav[:, 0]))  # [B, D, F]
+    model.set_latent_statistics(torch.cat(latents))
+
+
+def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
+    """The CPU generator of one step's ``t``, ``x0`` and guidance dropout: a function of (seed, step, rank)."""
+    return torch.Generator().manual_seed(random.Random(f"flow:{seed}:{step}:{rank}").getrandbits(63))
+
+
+def codebook_perplexity(model: MSNTokenizer) -> float:
+    """``exp(entropy)`` of the quantizer's usage EMA over ``codebook_size``: 1 when every entry is used alike."""
+    usage = model.quantizer.usage.float()
+    if float(usage.sum()) <= 0:
+        return 0.0
+    p = usage / usage.sum()
+    entropy = -(p * p.clamp_min(1e-12).log()).sum()
+    return float(entropy.exp()) / usage.numel()
+
+
+@torch.no_grad()
+def evaluate_msn(model: MSNTokenizer, clips: Clips) -> dict[str, float]:
+    """Mean latent reconstruction error of held-out clips, and the fraction of the codebook their tokens use."""
+    lengths = torch.tensor([wav.shape[-1] for _, wav in clips])
+    batch = torch.zeros(len(clips), int(lengths.max()))
+    for b, (_, wav) in enumerate(clips):
+        batch[b, : wav.shape[-1]] = wav[0]
+    device = next(model.parameters()).device
+    result = model.reconstruct_latents(batch.to(device), lengths.to(device))
+    valid = torch.arange(result.codes.shape[1], device=device)[None] < result.token_lengths[:, None]
+    used = result.codes[valid].unique().numel()
+    return {"latent_error": float(result.error.mean()), "codebook_used": used / model.config.codebook_size}
+
+
+def train_flow(cfg: TrainConfig, run_dir: str | Path, *, max_steps_this_run: int | None = None) -> Path | None:
+    """Train (or resume) the msn tokenizer in ``run_dir``; returns the export folder once ``cfg.steps`` are done.
+
+    ``max_steps_this_run`` stops early (after a state is saved), e.g. to split training across sessions.
+    """
+    from accelerate import Accelerator
+
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise SoundtokError("training logs need TensorBoard: pip install 'soundtok[train]'") from None
+
+    check_config(cfg)
+    run_dir = Path(run_dir)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    torch.manual_seed(cfg.seed)  # identical initial weights on every process
+    model = build_model(cfg)
+    hop = model.config.hop_length
+    segment = int(round(cfg.data.segment_seconds * model.sample_rate))
+    if segment % hop:
+        raise SoundtokError(
+            f"msn training needs crops of a whole number of tokens ({hop} samples = {hop / model.sample_rate:g} s); "
+            f"data.segment_seconds={cfg.data.segment_seconds} gives {segment} samples, e.g. use "
+            f"{max(1, segment // hop) * hop / model.sample_rate:g}"
+        )
+    corpus = (
+        Manifest.from_jsonl(cfg.data.manifest)
+        if cfg.data.manifest is not None
+        else load_shared_corpus(cfg.data.corpus, cfg.data.datasets)
+    )
+    sampler = CropSampler.from_manifest(
+        corpus.filter(split=cfg.data.train_split), model.sample_rate, cfg.data.segment_seconds
+    )
+    held_out = eval_clips(
+        corpus.filter(split=cfg.data.eval_split), model.sample_rate, cfg.data.eval_items, cfg.data.eval_seconds
+    )
+
+    resumed = latest_state(run_dir)
+    if resumed is None:
+        measure_latent_statistics(model, sampler, cfg)  # (a resumed run restores them with the weights)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, cfg.optim.lr_decay)
+    wrapped, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+    model = accelerator.unwrap_model(wrapped)
+
+    log.info("process %d of %d on %s", accelerator.process_index, accelerator.num_processes, accelerator.device)
+    step = 0
+    if resumed is not None:
+        step, path = resumed
+        accelerator.load_state(str(path))
+        model.refresh_identity()
+        log.info("resumed %s at step %d", run_dir, step)
+    if accelerator.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(json.loads(cfg.model_dump_json()), sort_keys=False))
+    writer = SummaryWriter(str(run_dir / "logs")) if accelerator.is_main_process else None
+    per_process = max(1, cfg.data.batch_size // accelerator.num_processes)
+    stop_at = cfg.steps if max_steps_this_run is None else min(cfg.steps, step + max_steps_this_run)
+    objective = "flow" if model.config.decoder == "cfm" else "mse"
+    t0, steps_timed = time.perf_counter(), 0
+
+    while step < stop_at:
+        rank = accelerator.process_index
+        real = sampler.batch(per_process, seed=cfg.seed, step=step, rank=rank).to(accelerator.device)  # [B, 1, T]
+        with torch.no_grad():
+            latents, _ = model.latents(real[:, 0])  # [B, D, F] normalised
+        wrapped.train()
+        out: MSNOutput = wrapped(latents, generator=step_generator(cfg.seed, step, rank))
+        loss = out.loss + out.quantized.commit_loss + out.quantized.codebook_loss
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        grad_norm = accelerator.clip_grad_norm_(wrapped.parameters(), cfg.optim.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        if accelerator.num_processes > 1:
+            _sync_quantizer(model)
+        step += 1
+        steps_timed += 1
+
+        if writer is not None and (step % cfg.log_every == 0 or step == stop_at):
+            elapsed = time.perf_counter() - t0
+            writer.add_scalar(f"loss/{objective}", float(out.loss.detach()), step)
+            writer.add_scalar("loss/commitment", float(out.quantized.commit_loss.detach()), step)
+            writer.add_scalar("loss/codebook", float(out.quantized.codebook_loss.detach()), step)
+            writer.add_scalar("loss/total", float(loss.detach()), step)
+            writer.add_scalar("train/grad_norm", float(grad_norm), step)
+            writer.add_scalar("train/codebook_perplexity", codebook_perplexity(model), step)
+            writer.add_scalar("train/codes_restarted", float(model.quantizer.num_replaced), step)
+            writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
+            writer.add_scalar(
+                "train/audio_seconds_per_second",
+                steps_timed * cfg.data.batch_size * cfg.data.segment_seconds / elapsed,
+                step,
+            )
+            log.info(
+                "step %d  %s %.4f  commit %.4f  perplexity %.3f  (%.2f s/step)",
+                step,
+                objective,
+                float(out.loss.detach()),
+                float(out.quantized.commit_loss.detach()),
+                codebook_perplexity(model),
+                elapsed / steps_timed,
+            )
+            t0, steps_timed = time.perf_counter(), 0
+        if writer is not None and (step % cfg.eval_every == 0 or step == cfg.steps):  # main process only
+            scores = evaluate_msn(model, held_out)
+            for k, v in scores.items():
+                writer.add_scalar(f"eval/{k}", v, step)
+            log.info("step %d eval %s", step, {k: round(v, 4) for k, v in scores.items()})
+        if step % cfg.checkpoint_every == 0 or step == stop_at:
+            _save_state(accelerator, run_dir, step, cfg.keep_checkpoints)
+
+    if writer is not None:
+        writer.close()
+    if step < cfg.steps:
+        return None
+    export = run_dir / "export"
+    if accelerator.is_main_process:
+        extra = {"recipe": cfg.recipe, "steps": step, "train_config": json.loads(cfg.model_dump_json())}
+        save_checkpoint(model.cpu().eval(), export, extra=extra, dtype=getattr(torch, cfg.export_dtype), force=True)
+    accelerator.wait_for_everyone()
+    return export
+
+
+def _sync_quantizer(model: nn.Module) -> None:
+    """k-means init and dead-code restarts draw random vectors on each process: copy rank 0's codebook and its
+    statistics everywhere so the replicas never drift apart."""
+    quantizer = model.get_submodule("quantizer")
+    with torch.no_grad():
+        for tensor in [*quantizer.parameters(), *quantizer.buffers()]:
+            torch.distributed.broadcast(tensor.data, src=0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m soundtok.train.flow CONFIG.yaml RUN_DIR [key=value ...]`` (works under ``accelerate launch``)."""
+    import sys
+
+    from soundtok.train.config import load_config
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) < 2:
+        print(main.__doc__)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("accelerate").setLevel(logging.WARNING)  # it logs every file of every saved state
+    try:
+        train_flow(load_config(args[0], args[2:]), args[1])
+    except SoundtokError as exc:
+        log.error("%s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
