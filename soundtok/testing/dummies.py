@@ -23,6 +23,7 @@ from soundtok.config import Config
 from soundtok.registry import PRESETS, Preset, register_family, register_preset
 from soundtok.tokenizers.base import AudioTokenizer
 from soundtok.tokenizers.codec import CodecConfig
+from soundtok.tokenizers.msn import MSNConfig, SamplingConfig
 from soundtok.types import LevelSpec
 
 
@@ -105,5 +106,22 @@ if "codec-tiny" not in PRESETS:
             "codec",
             "the RVQ codec architecture at toy size, random weights (tests)",
             config=CodecConfig(channels=4, strides=(2, 4), latent_dim=8, num_quantizers=3, codebook_size=16),
+        )
+    )
+if "msn-tiny" not in PRESETS:
+    register_preset(
+        Preset(
+            "msn-tiny",
+            "msn",
+            "the Make Some Noise tokenizer at toy size, random weights, decoded through the shipped vocoder-16k",
+            config=MSNConfig(
+                vocoder="vocoder-16k",
+                dim=16,
+                heads=2,
+                encoder_layers=1,
+                decoder_layers=1,
+                codebook_size=64,
+                sampling=SamplingConfig(steps=2),
+            ),
         )
     )
