@@ -351,7 +351,7 @@ def test_recipe_trains_exports_and_resumes_exactly(manifest: Path, tmp_path: Pat
     from safetensors.torch import load_file
 
     from soundtok.train.flow import train_flow
-    from soundtok.train.gan import latest_state
+    from soundtok.train.state import latest_state
 
     cfg = recipe_config(manifest, 4)
     straight = train_flow(cfg, tmp_path / "a")

@@ -18,7 +18,8 @@ from soundtok.corpus import AudioItem, Manifest
 from soundtok.errors import SoundtokError
 from soundtok.testing import fixture_path
 from soundtok.train.config import load_config
-from soundtok.train.gan import latest_state, train_gan
+from soundtok.train.gan import train_gan
+from soundtok.train.state import latest_state
 from soundtok.vocoder import Vocoder, load_vocoder
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -50,7 +50,7 @@ from soundtok.errors import SoundtokError
 from soundtok.tokenizers.msn import MSNConfig, MSNOutput, MSNTokenizer
 from soundtok.train.config import TrainConfig
 from soundtok.train.data import CropSampler, eval_clips
-from soundtok.train.gan import _save_state, latest_state
+from soundtok.train.state import latest_state, save_state
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +233,7 @@ def train_flow(cfg: TrainConfig, run_dir: str | Path, *, max_steps_this_run: int
                 writer.add_scalar(f"eval/{k}", v, step)
             log.info("step %d eval %s", step, {k: round(v, 4) for k, v in scores.items()})
         if step % cfg.checkpoint_every == 0 or step == stop_at:
-            _save_state(accelerator, run_dir, step, cfg.keep_checkpoints)
+            save_state(accelerator, run_dir, step, cfg.keep_checkpoints)
 
     if writer is not None:
         writer.close()

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,13 +44,13 @@ from soundtok.nn.losses import (
 from soundtok.tokenizers.codec import CodecConfig, CodecTokenizer
 from soundtok.train.config import TrainConfig
 from soundtok.train.data import CropSampler, eval_clips
+from soundtok.train.state import latest_state, save_state
 from soundtok.vocoder import Vocoder, VocoderConfig
 
 if TYPE_CHECKING:
-    from accelerate import Accelerator
+    pass
 
 log = logging.getLogger(__name__)
-STATE_DIR = "state"
 
 
 Clips = list[tuple[str, torch.Tensor]]  # (id, [1, T]) held-out audio
@@ -111,12 +110,6 @@ class VocoderRecipe(GeneratorRecipe):
 
 
 RECIPES: dict[str, GeneratorRecipe] = {"codec": CodecRecipe(), "vocoder": VocoderRecipe()}
-
-
-def latest_state(run_dir: Path) -> tuple[int, Path] | None:
-    """The newest complete resumable state of a run, with its step."""
-    states = sorted((run_dir / STATE_DIR).glob("step-*[0-9]"))
-    return (int(states[-1].name.split("-")[1]), states[-1]) if states else None
 
 
 def train_gan(cfg: TrainConfig, run_dir: str | Path, *, max_steps_this_run: int | None = None) -> Path | None:
@@ -247,7 +240,7 @@ def train_gan(cfg: TrainConfig, run_dir: str | Path, *, max_steps_this_run: int 
                 writer.add_scalar(f"eval/{k}", v, step)
             log.info("step %d eval %s", step, {k: round(v, 3) for k, v in scores.items()})
         if step % cfg.checkpoint_every == 0 or step == stop_at:
-            _save_state(accelerator, run_dir, step, cfg.keep_checkpoints)
+            save_state(accelerator, run_dir, step, cfg.keep_checkpoints)
 
     if writer is not None:
         writer.close()
@@ -315,24 +308,6 @@ def _halves(outputs: list[DiscriminatorOutput]) -> tuple[list[DiscriminatorOutpu
         first.append(DiscriminatorOutput(o.logits[:n], [f[:n] for f in o.features]))
         second.append(DiscriminatorOutput(o.logits[n:], [f[n:] for f in o.features]))
     return first, second
-
-
-def _save_state(accelerator: Accelerator, run_dir: Path, step: int, keep: int) -> None:
-    """Write the resumable state under a temporary name, then rename: a kill never leaves a half state."""
-    final = run_dir / STATE_DIR / f"step-{step:07d}"
-    tmp = run_dir / STATE_DIR / f".tmp-step-{step:07d}"
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
-        for old in sorted((run_dir / STATE_DIR).glob("step-*[0-9]"))[:-keep]:
-            shutil.rmtree(old)
-    accelerator.wait_for_everyone()
 
 
 def main(argv: list[str] | None = None) -> int:
