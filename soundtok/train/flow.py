@@ -41,7 +41,6 @@ from pathlib import Path
 
 import torch
 import yaml
-from torch import nn
 
 from soundtok.checkpoint import save_checkpoint
 from soundtok.corpus.loaders import load_shared_corpus
@@ -50,7 +49,7 @@ from soundtok.errors import SoundtokError
 from soundtok.tokenizers.msn import MSNConfig, MSNOutput, MSNTokenizer
 from soundtok.train.config import TrainConfig
 from soundtok.train.data import CropSampler, eval_clips
-from soundtok.train.state import latest_state, save_state
+from soundtok.train.state import latest_state, recipe_main, save_state, sync_quantizer
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +197,7 @@ def train_flow(cfg: TrainConfig, run_dir: str | Path, *, max_steps_this_run: int
         optimizer.step()
         scheduler.step()
         if accelerator.num_processes > 1:
-            _sync_quantizer(model)
+            sync_quantizer(model.get_submodule("quantizer"))
         step += 1
         steps_timed += 1
 
@@ -247,33 +246,9 @@ def train_flow(cfg: TrainConfig, run_dir: str | Path, *, max_steps_this_run: int
     return export
 
 
-def _sync_quantizer(model: nn.Module) -> None:
-    """k-means init and dead-code restarts draw random vectors on each process: copy rank 0's codebook and its
-    statistics everywhere so the replicas never drift apart."""
-    quantizer = model.get_submodule("quantizer")
-    with torch.no_grad():
-        for tensor in [*quantizer.parameters(), *quantizer.buffers()]:
-            torch.distributed.broadcast(tensor.data, src=0)
-
-
 def main(argv: list[str] | None = None) -> int:
     """``python -m soundtok.train.flow CONFIG.yaml RUN_DIR [key=value ...]`` (works under ``accelerate launch``)."""
-    import sys
-
-    from soundtok.train.config import load_config
-
-    args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) < 2:
-        print(main.__doc__)
-        return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("accelerate").setLevel(logging.WARNING)  # it logs every file of every saved state
-    try:
-        train_flow(load_config(args[0], args[2:]), args[1])
-    except SoundtokError as exc:
-        log.error("%s", exc)
-        return 1
-    return 0
+    return recipe_main(train_flow, argv, main.__doc__ or "")
 
 
 if __name__ == "__main__":

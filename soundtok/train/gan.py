@@ -44,7 +44,7 @@ from soundtok.nn.losses import (
 from soundtok.tokenizers.codec import CodecConfig, CodecTokenizer
 from soundtok.train.config import TrainConfig
 from soundtok.train.data import CropSampler, eval_clips
-from soundtok.train.state import latest_state, save_state
+from soundtok.train.state import latest_state, recipe_main, save_state, sync_quantizer
 from soundtok.vocoder import Vocoder, VocoderConfig
 
 if TYPE_CHECKING:
@@ -86,7 +86,7 @@ class CodecRecipe(GeneratorRecipe):
 
     def after_step(self, model: CodecTokenizer, num_processes: int) -> None:
         if num_processes > 1:
-            _sync_codebooks(model)
+            sync_quantizer(model.quantizer)
 
     def evaluate(self, model: CodecTokenizer, clips: Clips) -> dict[str, float]:
         return evaluate_codec(model, clips)
@@ -292,14 +292,6 @@ def _unwrap(model: nn.Module) -> Any:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
-def _sync_codebooks(codec: CodecTokenizer) -> None:
-    """k-means init and dead-code restarts draw random vectors on each process; copy rank 0's codebooks and
-    their statistics to every process so the replicas never drift apart (a few hundred KB per step)."""
-    with torch.no_grad():
-        for tensor in [*codec.quantizer.parameters(), *codec.quantizer.buffers()]:
-            torch.distributed.broadcast(tensor.data, src=0)
-
-
 def _halves(outputs: list[DiscriminatorOutput]) -> tuple[list[DiscriminatorOutput], list[DiscriminatorOutput]]:
     """Split the outputs of a discriminator pass over ``cat([a, b])`` into those of ``a`` and of ``b``."""
     first, second = [], []
@@ -312,22 +304,7 @@ def _halves(outputs: list[DiscriminatorOutput]) -> tuple[list[DiscriminatorOutpu
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m soundtok.train.gan CONFIG.yaml RUN_DIR [key=value ...]`` (works under ``accelerate launch``)."""
-    import sys
-
-    from soundtok.train.config import load_config
-
-    args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) < 2:
-        print(main.__doc__)
-        return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("accelerate").setLevel(logging.WARNING)  # it logs every file of every saved state
-    try:
-        train_gan(load_config(args[0], args[2:]), args[1])
-    except SoundtokError as exc:
-        log.error("%s", exc)
-        return 1
-    return 0
+    return recipe_main(train_gan, argv, main.__doc__ or "")
 
 
 if __name__ == "__main__":

@@ -1,13 +1,26 @@
-"""Resumable training states shared by every recipe: ``RUN_DIR/state/step-XXXXXXX/`` written atomically."""
+"""Run plumbing shared by every training recipe: resumable states (``RUN_DIR/state/step-XXXXXXX/``, written
+atomically), keeping replicas' quantizers identical, and the ``python -m soundtok.train.<recipe>`` entry point."""
 
 from __future__ import annotations
 
+import logging
 import shutil
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import torch
+from torch import nn
+
+from soundtok.errors import SoundtokError
+
 if TYPE_CHECKING:
     from accelerate import Accelerator
+
+    from soundtok.train.config import TrainConfig
+
+log = logging.getLogger(__name__)
 
 STATE_DIR = "state"
 
@@ -34,3 +47,29 @@ def save_state(accelerator: Accelerator, run_dir: Path, step: int, keep: int) ->
         for old in sorted((run_dir / STATE_DIR).glob("step-*[0-9]"))[:-keep]:
             shutil.rmtree(old)
     accelerator.wait_for_everyone()
+
+
+def sync_quantizer(quantizer: nn.Module) -> None:
+    """k-means init and dead-code restarts draw random vectors on each process: copy rank 0's codebooks and their
+    statistics to every process so the replicas never drift apart (a few hundred KB per step)."""
+    with torch.no_grad():
+        for tensor in [*quantizer.parameters(), *quantizer.buffers()]:
+            torch.distributed.broadcast(tensor.data, src=0)
+
+
+def recipe_main(train: Callable[[TrainConfig, str], object], argv: list[str] | None, usage: str) -> int:
+    """The command line of a recipe module: ``CONFIG.yaml RUN_DIR [key=value ...]`` (works under accelerate)."""
+    from soundtok.train.config import load_config
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) < 2:
+        print(usage)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("accelerate").setLevel(logging.WARNING)  # it logs every file of every saved state
+    try:
+        train(load_config(args[0], args[2:]), args[1])
+    except SoundtokError as exc:
+        log.error("%s", exc)
+        return 1
+    return 0
