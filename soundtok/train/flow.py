@@ -42,14 +42,13 @@ from pathlib import Path
 import torch
 import yaml
 
-from soundtok.checkpoint import save_checkpoint
 from soundtok.corpus.loaders import load_shared_corpus
 from soundtok.corpus.manifest import Manifest
 from soundtok.errors import SoundtokError
 from soundtok.tokenizers.msn import MSNConfig, MSNOutput, MSNTokenizer
 from soundtok.train.config import TrainConfig
 from soundtok.train.data import CropSampler, eval_clips
-from soundtok.train.state import latest_state, recipe_main, save_state, sync_quantizer
+from soundtok.train.state import export_run, latest_state, recipe_main, save_state, sync_quantizer
 
 log = logging.getLogger(__name__)
 
@@ -238,12 +237,7 @@ def train_flow(cfg: TrainConfig, run_dir: str | Path, *, max_steps_this_run: int
         writer.close()
     if step < cfg.steps:
         return None
-    export = run_dir / "export"
-    if accelerator.is_main_process:
-        extra = {"recipe": cfg.recipe, "steps": step, "train_config": json.loads(cfg.model_dump_json())}
-        save_checkpoint(model.cpu().eval(), export, extra=extra, dtype=getattr(torch, cfg.export_dtype), force=True)
-    accelerator.wait_for_everyone()
-    return export
+    return export_run(accelerator, model, run_dir, cfg, step)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,7 +28,6 @@ import yaml
 from torch import nn
 
 from soundtok.audio.mel import log_mel
-from soundtok.checkpoint import save_checkpoint
 from soundtok.corpus.loaders import load_shared_corpus
 from soundtok.corpus.manifest import Manifest
 from soundtok.errors import SoundtokError
@@ -44,7 +43,7 @@ from soundtok.nn.losses import (
 from soundtok.tokenizers.codec import CodecConfig, CodecTokenizer
 from soundtok.train.config import TrainConfig
 from soundtok.train.data import CropSampler, eval_clips
-from soundtok.train.state import latest_state, recipe_main, save_state, sync_quantizer
+from soundtok.train.state import export_run, latest_state, recipe_main, save_state, sync_quantizer
 from soundtok.vocoder import Vocoder, VocoderConfig
 
 if TYPE_CHECKING:
@@ -246,13 +245,7 @@ def train_gan(cfg: TrainConfig, run_dir: str | Path, *, max_steps_this_run: int 
         writer.close()
     if step < cfg.steps:
         return None
-    export = run_dir / "export"
-    if accelerator.is_main_process:
-        extra = {"recipe": cfg.recipe, "steps": step, "train_config": json.loads(cfg.model_dump_json())}
-        dtype = getattr(torch, cfg.export_dtype)
-        save_checkpoint(generator.cpu().eval(), export, extra=extra, dtype=dtype, force=True)
-    accelerator.wait_for_everyone()
-    return export
+    return export_run(accelerator, generator, run_dir, cfg, step)
 
 
 @torch.no_grad()

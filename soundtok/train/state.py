@@ -3,12 +3,13 @@ atomically), keeping replicas' quantizers identical, and the ``python -m soundto
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import nn
@@ -73,3 +74,18 @@ def recipe_main(train: Callable[[TrainConfig, str], object], argv: list[str] | N
         log.error("%s", exc)
         return 1
     return 0
+
+
+def export_run(accelerator: Accelerator, model: nn.Module, run_dir: Path, cfg: TrainConfig, step: int) -> Path:
+    """Write the trained model to ``run_dir/export`` as a soundtok checkpoint (in ``cfg.export_dtype``), with the
+    training config and step count in its ``extra``; every process waits for it."""
+    from soundtok.checkpoint import Checkpointable, save_checkpoint
+
+    export = run_dir / "export"
+    if accelerator.is_main_process:
+        extra = {"recipe": cfg.recipe, "steps": step, "train_config": json.loads(cfg.model_dump_json())}
+        dtype = getattr(torch, cfg.export_dtype)
+        trained = cast("Checkpointable", model.cpu().eval())  # a tokenizer or a vocoder: family, name, config
+        save_checkpoint(trained, export, extra=extra, dtype=dtype, force=True)
+    accelerator.wait_for_everyone()
+    return export
