@@ -314,19 +314,9 @@ RECIPE_TINY = (
 )
 
 
-@pytest.fixture(scope="module")
-def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from soundtok.corpus import AudioItem, Manifest
-    from soundtok.testing import fixture_path
-
-    items = [
-        AudioItem(id=f"{name}-{split}", path=fixture_path(name), duration=1.0, split=split, dataset=name)
-        for name in ("speech", "digit", "sneeze")
-        for split in ("train", "test")
-    ]
-    path = tmp_path_factory.mktemp("data") / "m.jsonl"
-    Manifest(items).to_jsonl(path)
-    return path
+@pytest.fixture
+def manifest(fixture_manifest: Path) -> Path:
+    return fixture_manifest
 
 
 def recipe_config(manifest: Path, steps: int, decoder: str = "cfm", *extra: str) -> TrainConfig:

@@ -14,9 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 import soundtok
-from soundtok.corpus import AudioItem, Manifest
 from soundtok.errors import SoundtokError
-from soundtok.testing import fixture_path
 from soundtok.train.config import load_config
 from soundtok.train.gan import train_gan
 from soundtok.train.state import latest_state
@@ -36,16 +34,9 @@ TINY = [
 ]
 
 
-@pytest.fixture(scope="module")
-def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    items = [
-        AudioItem(id=f"{name}-{split}", path=fixture_path(name), duration=1.0, split=split, dataset=name)
-        for name in ("speech", "digit", "sneeze")
-        for split in ("train", "test")
-    ]
-    path = tmp_path_factory.mktemp("data") / "m.jsonl"
-    Manifest(items).to_jsonl(path)
-    return path
+@pytest.fixture
+def manifest(fixture_manifest: Path) -> Path:
+    return fixture_manifest
 
 
 def overrides(manifest: Path, steps: int) -> list[str]:
