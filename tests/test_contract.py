@@ -41,6 +41,8 @@ CASES = [
     Case("msn-tiny", decode_atol=1e-3),  # a vocoder-based tokenizer: random MSN + the shipped vocoder-16k
     Case("msn-16k", decode_atol=1e-3),  # float attention in a many-step ODE: codes exact, audio within 1e-3
     Case("msn-mse-16k", decode_atol=1e-3),
+    Case("semantic-tiny", decode_atol=1e-3),  # random centroids over Whisper tiny.en + a random decoder
+    Case("semantic-whisper-base-1000", decode_atol=1e-3),
 ]
 
 

@@ -173,6 +173,28 @@ def test_whisper_long_audio_is_encoded_in_30_second_windows(tiny: WhisperFeature
     torch.testing.assert_close(out.hidden[0][:, 1500:], rest.hidden[0], rtol=0, atol=1e-5)
 
 
+def test_short_windows_pad_to_their_own_length(tiny: WhisperFeatures) -> None:
+    short = WhisperFeatures("tiny.en", layers=[0, 2], window_seconds=1.0)
+    assert short.settings == {"encoder": "whisper-tiny.en", "window_seconds": 1.0}
+    speech, _ = load_fixture("speech")
+    clip = speech[:, :24000]  # 1.5 s: encoded as one 2 s window, positions 0..99
+    out = short(clip)
+    window = torch.nn.functional.pad(clip, (0, 32000 - clip.shape[1]))
+    with torch.no_grad():
+        expected = short.encode_windows(window, (0, 2))
+        whole = tiny(clip, layers=[0, 2])
+    for ours, theirs in zip(out.hidden, expected, strict=True):
+        torch.testing.assert_close(ours[0], theirs[0, :75], rtol=0, atol=1e-5)
+    torch.testing.assert_close(out.hidden[0], whole.hidden[0], rtol=0, atol=1e-5)  # layer 0 has no attention
+    assert (out.hidden[1] - whole.hidden[1]).abs().max() > 1e-3  # deeper layers no longer see 30 s of padding
+    long = speech.repeat(1, -(-W.WINDOW_SAMPLES // speech.shape[1]) + 1)[:, : W.WINDOW_SAMPLES + 8000]  # 30.5 s
+    # the full first window is Whisper's own; only the last, 0.5 s one is short
+    torch.testing.assert_close(short(long).hidden[1][:, :1500], tiny(long, layers=[0, 2]).hidden[1][:, :1500])
+    for bad in (0.0, 0.01, 31.0):
+        with pytest.raises(ValueError, match="window_seconds"):
+            WhisperFeatures("tiny.en", window_seconds=bad)
+
+
 @pytest.mark.parametrize(
     ("wav", "kwargs", "message"),
     [

@@ -376,7 +376,7 @@ def test_recipe_refuses_bad_configs(manifest: Path, tmp_path: Path) -> None:
     from soundtok.errors import SoundtokError
     from soundtok.train.flow import train_flow
 
-    with pytest.raises(SoundtokError, match="whole number of tokens"):
+    with pytest.raises(SoundtokError, match="whole number of decoding blocks"):
         train_flow(recipe_config(manifest, 2, "cfm", "data.segment_seconds=0.2"), tmp_path / "a")
     with pytest.raises(SoundtokError, match="adversarial"):
         train_flow(recipe_config(manifest, 2, "cfm", "loss.commitment=1.0"), tmp_path / "b")

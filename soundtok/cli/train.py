@@ -9,7 +9,12 @@ import typer
 
 from soundtok.errors import SoundtokError
 
-RECIPES = {"codec": "soundtok.train.gan", "vocoder": "soundtok.train.gan", "msn": "soundtok.train.flow"}
+RECIPES = {
+    "codec": "soundtok.train.gan",
+    "vocoder": "soundtok.train.gan",
+    "msn": "soundtok.train.flow",
+    "semantic": "soundtok.train.flow",
+}
 
 
 def register(app: typer.Typer) -> None:

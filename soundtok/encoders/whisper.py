@@ -22,6 +22,12 @@ mel hop 160, then the stride-2 second convolution):
   are concatenated. Item ``b`` keeps ``ceil(lengths[b] / 320)`` frames, the rest (features of the padding) are
   dropped. So a batch gives each item exactly what that item gives alone, and a 1 s clip costs as much as 30 s.
   The log-mel floor (window maximum - 8) is per window, as in Whisper.
+- *Short windows* (``window_seconds=s``, an option for bulk feature extraction on CPU). The last window of each
+  item is padded only up to the next multiple of ``s`` seconds instead of 30 s, and the encoder's positional
+  embeddings are cut to that length (the same 30 s windows otherwise). A 1 s clip then costs 1 s instead of
+  30 s of encoder time. The features are close to, but not the same as, Whisper's own (the encoder was trained
+  on 30 s windows; its attention no longer sees the padding), so a result depends on the setting: it is part of
+  :attr:`WhisperFeatures.settings`, which the semantic tokenizer records in its identity.
 - *Layers* ``0..N`` (N = 4 for tiny.en, 6 for base), numbered as transformers' ``output_hidden_states``:
   0 = the embeddings (GELU(conv1), GELU(conv2), plus sinusoidal positions), ``i`` = the residual stream after
   block ``i`` for ``i < N``, and ``N`` = the encoder output after its final layer norm (what the decoder attends
@@ -428,7 +434,9 @@ class WhisperFeatures(FeatureEncoder):
 
     name: ``"tiny.en"`` or ``"base"``. layers: default layers to return (all ``0..N`` when None; -1 = last).
     cache_dir: where converted models live (default :func:`cache_root`). windows_per_batch: 30 s windows encoded
-    together (memory: about 0.1 GB per window for base in float32).
+    together (memory: about 0.1 GB per window for base in float32). window_seconds: None for Whisper's own 30 s
+    padding, or a whole number of frames' worth of seconds (a multiple of 0.02, at most 30) for short windows
+    (module docstring).
     """
 
     mel_filters: torch.Tensor  # [80, 201], a buffer so that .to(device) moves it
@@ -440,6 +448,7 @@ class WhisperFeatures(FeatureEncoder):
         *,
         cache_dir: str | os.PathLike[str] | None = None,
         windows_per_batch: int = 4,
+        window_seconds: float | None = None,
     ) -> None:
         super().__init__()
         require_transformers()
@@ -447,6 +456,18 @@ class WhisperFeatures(FeatureEncoder):
 
         if windows_per_batch < 1:
             raise ValueError(f"windows_per_batch must be at least 1, got {windows_per_batch}")
+        self.pad_samples = WINDOW_SAMPLES  # the last window of an item is padded to a multiple of this
+        if window_seconds is not None:
+            samples = round(window_seconds * SAMPLE_RATE)
+            if (
+                not 0 < samples <= WINDOW_SAMPLES
+                or samples % SAMPLES_PER_FRAME
+                or samples != window_seconds * SAMPLE_RATE
+            ):
+                raise ValueError(
+                    f"window_seconds must be a multiple of 0.02 s (one frame) in (0, 30], got {window_seconds!r}"
+                )
+            self.pad_samples = samples
         folder = whisper_folder(name, cache_dir)
         config = _read_config(folder)
         self.encoder: WhisperEncoder = WhisperEncoder(config)  # attention through torch's SDPA by default
@@ -467,17 +488,23 @@ class WhisperFeatures(FeatureEncoder):
         self.layers = self.resolve_layers(layers)
         self.eval()
 
+    @property
+    def settings(self) -> dict[str, Any]:
+        """What, besides the weights, changes the features (recorded by tokenizers built on them)."""
+        return {"encoder": self.name, "window_seconds": self.pad_samples / SAMPLE_RATE}
+
     def num_frames(self, samples: torch.Tensor) -> torch.Tensor:
         """``ceil(samples / 320)``."""
         return (samples + SAMPLES_PER_FRAME - 1) // SAMPLES_PER_FRAME
 
     def encode_windows(self, windows: torch.Tensor, layers: tuple[int, ...]) -> list[torch.Tensor]:
-        """Hidden states ``[N, 1500, D]`` per layer of ``windows [N, 480000]`` (zero-padded 30 s windows)."""
-        mel = whisper_log_mel(windows, self.mel_filters)  # [N, 80, 3000]
+        """Hidden states ``[N, W / 320, D]`` per layer of zero-padded ``windows [N, W]``, ``W`` a multiple of 320
+        up to 480000 (a 30 s window gives 1500 frames)."""
+        mel = whisper_log_mel(windows, self.mel_filters)  # [N, 80, W / 160]
         enc = self.encoder
-        x = F.gelu(enc.conv1(mel))  # [N, D, 3000]
-        x = F.gelu(enc.conv2(x))  # [N, D, 1500]
-        x = x.transpose(1, 2) + enc.embed_positions.weight  # [N, 1500, D]
+        x = F.gelu(enc.conv1(mel))  # [N, D, W / 160]
+        x = F.gelu(enc.conv2(x))  # [N, D, W / 320]
+        x = x.transpose(1, 2) + enc.embed_positions.weight[: x.shape[-1]]  # [N, W / 320, D]
         states = {0: x} if 0 in layers else {}  # only the requested layers are kept
         for i, block in enumerate(enc.layers[: max(layers)], start=1):
             x = block(x, None)
@@ -490,18 +517,24 @@ class WhisperFeatures(FeatureEncoder):
         frames = int(self.num_frames(lengths).max())
         num_windows = math.ceil(frames / WINDOW_FRAMES)
         out = [wav.new_zeros(batch, num_windows * WINDOW_FRAMES, self.dim) for _ in layers]  # [B, T', D]
-        # (item, window index) of every window that holds audio, encoded windows_per_batch at a time
-        jobs = [(b, w) for b in range(batch) for w in range(math.ceil(int(lengths[b]) / WINDOW_SAMPLES))]
-        for start in range(0, len(jobs), self.windows_per_batch):
-            group = jobs[start : start + self.windows_per_batch]
-            windows = wav.new_zeros(len(group), WINDOW_SAMPLES)  # [N, 480000]
-            for k, (b, w) in enumerate(group):
-                segment = wav[b, w * WINDOW_SAMPLES : min((w + 1) * WINDOW_SAMPLES, int(lengths[b]))]
-                windows[k, : segment.shape[0]] = segment  # only the item's own samples; zeros after them
-            hidden = self.encode_windows(windows, layers)
-            for h_out, h in zip(out, hidden, strict=True):
+        # every window that holds audio, by padded length: {samples: [(item, window index), ..]}
+        jobs: dict[int, list[tuple[int, int]]] = {}
+        for b in range(batch):
+            n = int(lengths[b])
+            for w in range(math.ceil(n / WINDOW_SAMPLES)):
+                held = min(WINDOW_SAMPLES, n - w * WINDOW_SAMPLES)
+                jobs.setdefault(-(-held // self.pad_samples) * self.pad_samples, []).append((b, w))
+        for size, same_size in jobs.items():  # windows of one size are encoded windows_per_batch at a time
+            for start in range(0, len(same_size), self.windows_per_batch):
+                group = same_size[start : start + self.windows_per_batch]
+                windows = wav.new_zeros(len(group), size)  # [N, W]
                 for k, (b, w) in enumerate(group):
-                    h_out[b, w * WINDOW_FRAMES : (w + 1) * WINDOW_FRAMES] = h[k]
+                    segment = wav[b, w * WINDOW_SAMPLES : min(w * WINDOW_SAMPLES + size, int(lengths[b]))]
+                    windows[k, : segment.shape[0]] = segment  # only the item's own samples; zeros after them
+                hidden = self.encode_windows(windows, layers)  # [N, W / 320, D] per layer
+                for h_out, h in zip(out, hidden, strict=True):
+                    for k, (b, w) in enumerate(group):
+                        h_out[b, w * WINDOW_FRAMES : w * WINDOW_FRAMES + h.shape[1]] = h[k]
         return out
 
 

@@ -24,6 +24,7 @@ from soundtok.registry import PRESETS, Preset, register_family, register_preset
 from soundtok.tokenizers.base import AudioTokenizer
 from soundtok.tokenizers.codec import CodecConfig
 from soundtok.tokenizers.msn import MSNConfig, SamplingConfig
+from soundtok.tokenizers.semantic import SemanticConfig
 from soundtok.types import LevelSpec
 
 
@@ -122,6 +123,25 @@ if "msn-tiny" not in PRESETS:
                 decoder_layers=1,
                 codebook_size=64,
                 sampling=SamplingConfig(steps=2),
+            ),
+        )
+    )
+if "semantic-tiny" not in PRESETS:
+    register_preset(
+        Preset(
+            "semantic-tiny",
+            "semantic",
+            "semantic tokens at toy size: random centroids (32) over Whisper tiny.en layers 2 and 4, a random decoder "
+            "and the shipped vocoder-16k",
+            config=SemanticConfig(
+                encoder="whisper-tiny.en",
+                layers=(2, 4),
+                feature_dim=384,
+                num_clusters=32,
+                dim=16,
+                heads=2,
+                decoder_layers=1,
+                decoder_window=2,
             ),
         )
     )

@@ -178,6 +178,18 @@ class MSNOutput:
     prediction: Tensor  # [B, D, F] the predicted velocity (cfm) or latents (mse)
     quantized: QuantizerOutput  # codes [B, 1, T'] and the weighted commitment / codebook losses
 
+    @property
+    def total(self) -> Tensor:
+        """What training minimises: the objective plus the quantizer's (already weighted) losses."""
+        return self.loss + self.quantized.commit_loss + self.quantized.codebook_loss
+
+    def scalars(self) -> dict[str, float]:
+        return {
+            "objective": float(self.loss.detach()),
+            "commitment": float(self.quantized.commit_loss.detach()),
+            "codebook": float(self.quantized.codebook_loss.detach()),
+        }
+
 
 @dataclass
 class LatentReconstruction:
@@ -255,16 +267,16 @@ class FlowDecoder(nn.Module):
         """Latent frames on each side that one pass's output frame depends on."""
         return self.transformer.reach[1]
 
-    def condition(self, tokens: Tensor, drop: Tensor | None = None) -> Tensor:
-        """Token vectors ``[B, E, T']`` -> per-frame condition ``[B, F, E]``; items where ``drop [B]`` get the null
-        vector instead."""
-        cond = self.cond_proj(tokens.transpose(1, 2)).repeat_interleave(self.downsample, dim=1)  # [B, F, E]
+    def condition(self, frame_vectors: Tensor, phase: Tensor, drop: Tensor | None = None) -> Tensor:
+        """Per-frame token vectors ``[B, F, E]`` (each frame's token vector) and ``phase [F]`` (the frame's
+        position inside its token, ``0..downsample-1``) -> per-frame condition ``[B, F, E]``; items where
+        ``drop [B]`` get the null vector instead."""
+        cond = self.cond_proj(frame_vectors)
         if drop is not None:
             if self.null is None:
                 raise ValueError("this decoder has no null condition (decoder='mse' trains no guidance)")
             cond = torch.where(drop[:, None, None], self.null.to(cond.dtype), cond)
-        phase = self.phase.weight.repeat(tokens.shape[-1], 1)  # [F, E]: 0, 1, .., K-1, 0, 1, ..
-        return cond + phase
+        return cond + self.phase(phase)
 
     def forward(self, x: Tensor, t: Tensor, cond: Tensor, frame_lengths: Tensor) -> Tensor:
         h = self.in_proj(torch.cat([x.transpose(1, 2), cond], dim=-1))  # [B, F, E]
@@ -274,50 +286,63 @@ class FlowDecoder(nn.Module):
         return self.out(modulate(self.final_norm(h), shift, scale)).transpose(1, 2)  # [B, D, F]
 
 
-@register_family("msn", MSNConfig)
-class MSNTokenizer(AudioTokenizer):
-    """Frozen latent autoencoder -> causal transformer -> one VQ codebook -> DiT (CFM or MSE) -> autoencoder.
+class LatentFlowTokenizer(AudioTokenizer):
+    """What every tokenizer decoded by a :class:`FlowDecoder` into a frozen autoencoder's latents shares: the
+    autoencoder, the latent normalisation, the CFM / MSE objective, seeded ODE sampling and windowed decoding.
 
-    ``autoencoder`` replaces the one the config names (e.g. a mel autoencoder around a vocoder object); the
-    identity follows the autoencoder actually used, but a checkpoint records only the config's names.
+    A subclass (:class:`MSNTokenizer`; the semantic family) builds ``self.decoder = FlowDecoder(flow)`` after its
+    own encoder modules (so that a seeded init is the same as ever), and provides the encoder side and three hooks:
+    :meth:`_token_vectors` (codes -> vectors ``[B, E, T']``), :meth:`_frame_vectors` (vectors -> one vector and
+    one phase per latent frame) and :meth:`_encode`. ``block_samples`` is the smallest span holding a whole number
+    of tokens and of latent frames (MSN: one token = 3 frames; 50 Hz units: 4 units = 5 frames); decoding windows
+    are whole blocks, so a window's frames map to its tokens exactly as in one pass.
     """
 
-    config: MSNConfig
-    default_chunk_seconds = None  # windows long inputs itself (see the module docstring)
+    default_chunk_seconds = None  # windows long inputs itself (see the msn module docstring)
     latent_mean: Tensor  # [D] per-channel statistics of the training latents (buffers)
     latent_std: Tensor  # [D]
     autoencoder: LatentAutoencoder  # frozen; set in __init__ outside the module tree
+    decoder: FlowDecoder
 
     def __init__(
-        self, config: MSNConfig, name: str | None = None, *, autoencoder: LatentAutoencoder | None = None
+        self, config: Config, flow: MSNConfig, name: str | None = None, *, autoencoder: LatentAutoencoder | None
     ) -> None:
         super().__init__(config, name)
-        c = config
-        ae = autoencoder if autoencoder is not None else resolve_autoencoder(c.autoencoder, c.vocoder)
+        ae = autoencoder if autoencoder is not None else resolve_autoencoder(flow.autoencoder, flow.vocoder)
         facts = (ae.sample_rate, ae.hop_length, ae.latent_dim)
-        if facts != (c.sample_rate, c.latent_hop, c.latent_dim):
+        if facts != (flow.sample_rate, flow.latent_hop, flow.latent_dim):
             raise ValueError(
                 f"the autoencoder gives (sample_rate, hop_length, latent_dim) = {facts}, the config says "
-                f"{(c.sample_rate, c.latent_hop, c.latent_dim)}; set them in MSNConfig to match"
+                f"{(flow.sample_rate, flow.latent_hop, flow.latent_dim)}; set them in the config to match"
             )
         object.__setattr__(self, "autoencoder", ae)  # frozen and external: not a submodule, not in the checkpoint
-        self.encoder = LatentEncoder(c)
-        self.quantizer = VectorQuantizer(c.vq_config())
-        self.decoder = FlowDecoder(c)
-        self.register_buffer("latent_mean", torch.zeros(c.latent_dim))
-        self.register_buffer("latent_std", torch.ones(c.latent_dim))
-        self._sampling = c.sampling
+        self.flow = flow  # the decoder's settings (for MSN: the config itself)
+        self.register_buffer("latent_mean", torch.zeros(flow.latent_dim))
+        self.register_buffer("latent_std", torch.ones(flow.latent_dim))
+        self._sampling = flow.sampling
         self.window_seconds = 60.0  # audio per window on long inputs; the result does not depend on it
+
+    # ----------------------------------------------------------------------------------------------------
+    # what a subclass provides
+    @property
+    def block_samples(self) -> int:
+        """Samples in the smallest span holding whole numbers of tokens and of latent frames."""
+        return math.lcm(self.levels[0].hop_length, self.flow.latent_hop)
+
+    def _token_vectors(self, codes: list[Tensor]) -> Tensor:
+        """Codes (one ``[B, T']`` per level) -> token vectors ``[B, E, T']``."""
+        raise NotImplementedError
+
+    def _frame_vectors(self, vectors: Tensor, frames: int) -> tuple[Tensor, Tensor]:
+        """Token vectors ``[B, E, T']`` of whole blocks -> (each latent frame's token vector ``[B, F, E]``,
+        its phase ``[F]``), ``F = frames``."""
+        raise NotImplementedError
 
     # ----------------------------------------------------------------------------------------------------
     # facts and settings
     @property
     def sample_rate(self) -> int:
-        return self.config.sample_rate
-
-    @property
-    def levels(self) -> tuple[LevelSpec, ...]:
-        return (LevelSpec(self.config.hop_length, self.config.codebook_size),)
+        return self.flow.sample_rate
 
     @property
     def sampling(self) -> SamplingConfig:
@@ -330,7 +355,7 @@ class MSNTokenizer(AudioTokenizer):
         steps: int | None = None,
         guidance: float | None = None,
         seed: int | None = None,
-    ) -> MSNTokenizer:
+    ) -> LatentFlowTokenizer:
         """Change how the CFM decoder samples (validated); the identity changes with them (MSE: no effect)."""
         changes: dict[str, Any] = {"solver": solver, "steps": steps, "guidance": guidance, "seed": seed}
         self._sampling = replace(self._sampling, **{k: v for k, v in changes.items() if v is not None})
@@ -339,12 +364,12 @@ class MSNTokenizer(AudioTokenizer):
 
     def _identity_extra(self) -> str:
         ae = f"autoencoder={autoencoder_fingerprint(self.autoencoder)}"
-        if self.config.decoder == "mse":
+        if self.flow.decoder == "mse":
             return ae  # deterministic: sampling settings do not change the audio
         return f"{ae},sampling={self._sampling.to_json()}"
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, decoder={self.config.decoder!r}, sampling={self._sampling}"
+        return f"{super().extra_repr()}, decoder={self.flow.decoder!r}, sampling={self._sampling}"
 
     # ----------------------------------------------------------------------------------------------------
     # latent-space API (training, benchmarks)
@@ -353,7 +378,7 @@ class MSNTokenizer(AudioTokenizer):
         z = self._autoencoder_on(wav.device).encode(wav, lengths)  # [B, D, F]
         if lengths is None:
             lengths = torch.full((wav.shape[0],), wav.shape[-1])
-        return self.normalise(z), _ceil_div(lengths.to(z.device), self.config.latent_hop)
+        return self.normalise(z), _ceil_div(lengths.to(z.device), self.flow.latent_hop)
 
     def normalise(self, z: Tensor) -> Tensor:
         return (z - self.latent_mean[:, None]) / self.latent_std[:, None]
@@ -364,7 +389,7 @@ class MSNTokenizer(AudioTokenizer):
     @torch.no_grad()
     def set_latent_statistics(self, latents: Tensor, frame_lengths: Tensor | None = None) -> None:
         """Per-channel mean and std of raw latents ``[B, D, F]`` over their valid frames, kept as buffers."""
-        check_latents(latents, self.config.latent_dim)
+        check_latents(latents, self.flow.latent_dim)
         valid = _frame_mask(latents, frame_lengths)  # [B, 1, F]
         count = valid.sum() * 1.0
         mean = (latents * valid).sum(dim=(0, 2)) / count
@@ -373,21 +398,15 @@ class MSNTokenizer(AudioTokenizer):
         self.latent_std.copy_(var.sqrt().clamp(min=1e-3))
         self.refresh_identity()
 
-    def forward(
-        self, latents: Tensor, frame_lengths: Tensor | None = None, *, generator: torch.Generator | None = None
-    ) -> MSNOutput:
-        """Training pass on normalised latents ``[B, D, F]`` (F a multiple of ``downsample``).
-
-        ``generator`` (a CPU ``torch.Generator``) draws ``t``, ``x0`` and the condition dropout, so a step's
-        randomness is a function of the caller's seed.
-        """
-        c = self.config
-        self._check_latents(latents)
-        batch, dim, frames = latents.shape
-        if frame_lengths is None:
-            frame_lengths = torch.full((batch,), frames, device=latents.device)
-        x1 = latents.float() * _frame_mask(latents, frame_lengths)  # padding frames read as the mean, as in encoding
-        q = self.quantizer(self.encoder(x1, frame_lengths))
+    def decoder_loss(
+        self, x1: Tensor, vectors: Tensor, frame_lengths: Tensor, generator: torch.Generator | None
+    ) -> tuple[Tensor, Tensor]:
+        """The decoder's objective on normalised latents ``x1 [B, D, F]`` (zero after ``frame_lengths``) given
+        token vectors ``[B, E, T']``: (loss over valid frames, prediction ``[B, D, F]``); see the msn module
+        docstring. ``t``, ``x0`` and the condition dropout come from ``generator`` (CPU)."""
+        c = self.flow
+        batch, dim, frames = x1.shape
+        frame_vectors, phase = self._frame_vectors(vectors, frames)
         if c.decoder == "cfm":
             t = torch.rand(batch, generator=generator).to(x1.device)
             x0 = torch.randn(batch, frames, dim, generator=generator).transpose(1, 2).to(x1.device)  # [B, D, F]
@@ -395,44 +414,44 @@ class MSNTokenizer(AudioTokenizer):
             tt = t[:, None, None]
             x_t = (1 - (1 - c.sigma_min) * tt) * x0 + tt * x1
             target = x1 - (1 - c.sigma_min) * x0
-            prediction = self.decoder(x_t, t, self.decoder.condition(q.quantized, drop), frame_lengths)
+            prediction = self.decoder(x_t, t, self.decoder.condition(frame_vectors, phase, drop), frame_lengths)
         else:
-            prediction = self._mse_pass(q.quantized, frame_lengths)
+            prediction = self._mse_pass(self.decoder.condition(frame_vectors, phase), frame_lengths)
             target = x1
         valid = _frame_mask(x1, frame_lengths)
         loss = ((prediction - target) ** 2 * valid).sum() / (valid.sum() * dim)
-        return MSNOutput(loss, prediction, q)
+        return loss, prediction
 
     @torch.no_grad()
-    def encode_latents(self, latents: Tensor, frame_lengths: Tensor | None = None) -> Tensor:
-        """Codes ``[B, F / K]`` of normalised latents ``[B, D, F]`` in one pass (no windowing)."""
-        self._check_latents(latents)
+    def decode_latents(self, codes: Tensor | list[Tensor], frame_lengths: Tensor | None = None) -> Tensor:
+        """Normalised latents ``[B, D, F]`` from codes (``[B, T']``, or one such tensor per level) with the
+        current sampling settings, in windows for long inputs; ``F`` covers the codes' whole blocks; zero after
+        each item's ``frame_lengths`` (default: all frames)."""
+        levels = [codes] if isinstance(codes, Tensor) else list(codes)
+        for c in levels:
+            if c.ndim != 2 or c.is_floating_point():
+                raise InvalidAudioError(f"expected integer codes shaped [B, T'], got {c.dtype} {tuple(c.shape)}")
+        block = self.block_samples
+        per_block = [block // s.hop_length for s in self.levels]  # tokens per block, per level
+        frames_per_block = block // self.flow.latent_hop
+        blocks = max(_ceil_div(c.shape[1], n) for c, n in zip(levels, per_block, strict=True))
+        levels = [F.pad(c, (0, blocks * n - c.shape[1])) for c, n in zip(levels, per_block, strict=True)]
+        batch, frames = levels[0].shape[0], blocks * frames_per_block
         if frame_lengths is None:
-            frame_lengths = torch.full((latents.shape[0],), latents.shape[-1], device=latents.device)
-        latents = latents * _frame_mask(latents, frame_lengths)
-        return self.quantizer.encode(self.encoder(latents, frame_lengths))  # [B, T']
-
-    @torch.no_grad()
-    def decode_latents(self, codes: Tensor, frame_lengths: Tensor | None = None) -> Tensor:
-        """Normalised latents ``[B, D, T' K]`` from codes ``[B, T']`` with the current sampling settings, in
-        windows for long inputs; zero after each item's ``frame_lengths`` (default: all frames)."""
-        if codes.ndim != 2 or codes.is_floating_point():
-            raise InvalidAudioError(f"expected integer codes shaped [B, T'], got {codes.dtype} {tuple(codes.shape)}")
-        batch, tokens = codes.shape
-        k = self.config.downsample
-        if frame_lengths is None:
-            frame_lengths = torch.full((batch,), tokens * k)
-        frame_lengths = frame_lengths.to(codes.device)
-        x0 = self._initial_noise(frame_lengths, tokens * k).to(codes.device)  # [B, D, F]
-        window = max(1, int(self.window_seconds * self.sample_rate) // self.config.hop_length)
-        context = _ceil_div(self._decode_reach(), k)  # tokens on each side
+            frame_lengths = torch.full((batch,), frames)
+        frame_lengths = frame_lengths.to(levels[0].device)
+        x0 = self._initial_noise(frame_lengths, frames).to(levels[0].device)  # [B, D, F]
+        window = max(1, int(self.window_seconds * self.sample_rate) // block)
+        context = _ceil_div(self._decode_reach(), frames_per_block)  # blocks on each side
         pieces = []
-        for start in range(0, tokens, window):
-            stop = min(start + window, tokens)
-            lo, hi = max(0, start - context), min(tokens, stop + context)
-            local = (frame_lengths - lo * k).clamp(0, (hi - lo) * k)
-            z = self._sample(codes[:, lo:hi], local, x0[..., lo * k : hi * k])  # [B, D, (hi - lo) K]
-            pieces.append(z[..., (start - lo) * k : (stop - lo) * k])
+        for start in range(0, blocks, window):
+            stop = min(start + window, blocks)
+            lo, hi = max(0, start - context), min(blocks, stop + context)
+            local = (frame_lengths - lo * frames_per_block).clamp(0, (hi - lo) * frames_per_block)
+            window_codes = [c[:, lo * n : hi * n] for c, n in zip(levels, per_block, strict=True)]
+            f0, f1 = lo * frames_per_block, hi * frames_per_block
+            z = self._sample(window_codes, local, x0[..., f0:f1])  # [B, D, (hi - lo) blocks]
+            pieces.append(z[..., (start - lo) * frames_per_block : (stop - lo) * frames_per_block])
         z = torch.cat(pieces, dim=-1)
         return z * _frame_mask(z, frame_lengths)
 
@@ -445,72 +464,54 @@ class MSNTokenizer(AudioTokenizer):
         try:
             if lengths is None:
                 lengths = torch.full((wav.shape[0],), wav.shape[-1])
-            hop = self.config.hop_length
+            block, hop = self.block_samples, self.levels[0].hop_length
             lengths = lengths.to(wav.device)
-            padded = F.pad(wav, (0, -wav.shape[-1] % hop))  # [B, whole tokens]
+            padded = F.pad(wav, (0, -wav.shape[-1] % block))  # [B, whole blocks]
             padded = padded * (torch.arange(padded.shape[-1], device=wav.device)[None] < lengths[:, None])
             target, frame_lengths = self.latents(padded, lengths)  # [B, D, F]
-            (codes,) = self._encode(padded[:, None], lengths)  # [B, T']
+            codes = self._encode(padded[:, None], lengths)  # per level [B, T']
             token_lengths = _ceil_div(lengths, hop)
-            codes = codes * (torch.arange(codes.shape[1], device=codes.device)[None] < token_lengths[:, None])
+            valid = torch.arange(codes[0].shape[1], device=codes[0].device)[None] < token_lengths[:, None]
             rebuilt = self.decode_latents(codes, frame_lengths)
-            return LatentReconstruction(target, rebuilt, frame_lengths, codes, token_lengths)
+            return LatentReconstruction(target, rebuilt, frame_lengths, codes[0] * valid, token_lengths)
         finally:
             self.train(was_training)
 
     # ----------------------------------------------------------------------------------------------------
-    # the contract
-    def _encode(self, wav: Tensor, lengths: Tensor) -> list[Tensor]:
-        c, ae = self.config, self.autoencoder
-        audio = wav[:, 0]  # [B, T], T a multiple of the hop
-        tokens = audio.shape[-1] // c.hop_length
-        window = max(1, int(self.window_seconds * self.sample_rate) // c.hop_length)
-        before = _ceil_div(self.encoder.history + ae.context_frames, c.downsample)  # tokens of history
-        after = _ceil_div(ae.context_frames, c.downsample)  # the autoencoder looks ahead, the encoder does not
-        lengths = lengths.to(audio.device)
-        pieces = []
-        for start in range(0, tokens, window):
-            stop = min(start + window, tokens)
-            lo, hi = max(0, start - before), min(tokens, stop + after)
-            local = (lengths - lo * c.hop_length).clamp(0, (hi - lo) * c.hop_length)
-            z, frame_lengths = self.latents(audio[:, lo * c.hop_length : hi * c.hop_length], local)
-            codes = self.encode_latents(z, frame_lengths)  # [B, hi - lo]
-            pieces.append(codes[:, start - lo : stop - lo])
-        return [torch.cat(pieces, dim=1)]
-
+    # decoding (the contract's second half)
     def _decode(self, codes: list[Tensor], lengths: Tensor) -> Tensor:
-        frame_lengths = _ceil_div(lengths.to(codes[0].device), self.config.latent_hop)
-        z = self.denormalise(self.decode_latents(codes[0], frame_lengths))  # [B, D, F]
-        return self._autoencoder_on(z.device).decode(z, frame_lengths)  # [B, 1, F * latent_hop]
+        frame_lengths = _ceil_div(lengths.to(codes[0].device), self.flow.latent_hop)
+        z = self.denormalise(self.decode_latents(codes, frame_lengths))  # [B, D, F], whole blocks
+        wav = self._autoencoder_on(z.device).decode(z, frame_lengths)  # [B, 1, F * latent_hop]
+        return wav[..., : codes[0].shape[1] * self.levels[0].hop_length]
 
-    # ----------------------------------------------------------------------------------------------------
-    # sampling
     def _decode_reach(self) -> int:
         """Latent frames on each side that one decoded frame depends on, through every network pass."""
-        passes = 1 if self.config.decoder == "mse" else self._sampling.evaluations
+        passes = 1 if self.flow.decoder == "mse" else self._sampling.evaluations
         return passes * self.decoder.reach
 
     def _initial_noise(self, frame_lengths: Tensor, frames: int) -> Tensor:
         """``x0 [B, D, frames]``: item ``b`` gets ``randn(F_b, D)`` from a generator seeded with the seed, zeros
         after; drawn on the CPU, so it is the same on every device, in every batch, for every windowing."""
-        batch, dim = frame_lengths.shape[0], self.config.latent_dim
+        batch, dim = frame_lengths.shape[0], self.flow.latent_dim
         noise = torch.zeros(batch, dim, frames)
-        if self.config.decoder == "mse":
+        if self.flow.decoder == "mse":
             return noise
         for b, n in enumerate(frame_lengths.tolist()):
             generator = torch.Generator().manual_seed(self._sampling.seed)
             noise[b, :, :n] = torch.randn(n, dim, generator=generator).T
         return noise
 
-    def _sample(self, codes: Tensor, frame_lengths: Tensor, x0: Tensor) -> Tensor:
-        """One window: codes ``[B, T']`` -> normalised latents ``[B, D, T' K]`` from the initial state ``x0``."""
-        tokens = self.quantizer.decode(codes)  # [B, E, T']
-        if self.config.decoder == "mse":
-            return self._mse_pass(tokens, frame_lengths)
+    def _sample(self, codes: list[Tensor], frame_lengths: Tensor, x0: Tensor) -> Tensor:
+        """One window of whole blocks: codes -> normalised latents ``[B, D, F]`` from the initial state ``x0``."""
+        frame_vectors, phase = self._frame_vectors(self._token_vectors(codes), x0.shape[-1])
+        cond = self.decoder.condition(frame_vectors, phase)
+        if self.flow.decoder == "mse":
+            return self._mse_pass(cond, frame_lengths)
         s = self._sampling
-        cond = self.decoder.condition(tokens)
         if s.guidance != 1.0:
-            null = self.decoder.condition(tokens, torch.ones(codes.shape[0], dtype=torch.bool, device=codes.device))
+            dropped = torch.ones(x0.shape[0], dtype=torch.bool, device=x0.device)
+            null = self.decoder.condition(frame_vectors, phase, dropped)
 
         def velocity(x: Tensor, t: float) -> Tensor:
             times = torch.full((x.shape[0],), t, device=x.device)
@@ -531,18 +532,99 @@ class MSNTokenizer(AudioTokenizer):
                 x = x + dt * velocity(x + 0.5 * dt * velocity(x, t), t + 0.5 * dt)
         return x
 
-    def _mse_pass(self, tokens: Tensor, frame_lengths: Tensor) -> Tensor:
-        """The MSE decoder: latents ``[B, D, F]`` from token vectors ``[B, E, T']`` with ``x_t = 0``, ``t = 0``."""
-        batch, frames = tokens.shape[0], tokens.shape[-1] * self.config.downsample
-        zeros = tokens.new_zeros(batch, self.config.latent_dim, frames)
-        t = tokens.new_zeros(batch)
-        return cast(Tensor, self.decoder(zeros, t, self.decoder.condition(tokens), frame_lengths))
+    def _mse_pass(self, cond: Tensor, frame_lengths: Tensor) -> Tensor:
+        """The MSE decoder: latents ``[B, D, F]`` from the per-frame condition ``[B, F, E]`` with ``x_t = 0``,
+        ``t = 0``."""
+        batch, frames = cond.shape[0], cond.shape[1]
+        zeros = cond.new_zeros(batch, self.flow.latent_dim, frames)
+        return cast(Tensor, self.decoder(zeros, cond.new_zeros(batch), cond, frame_lengths))
 
     def _autoencoder_on(self, device: torch.device) -> LatentAutoencoder:
         """The autoencoder, moved to ``device`` if it is a module (``.to()`` of the tokenizer does not reach it)."""
         if isinstance(self.autoencoder, nn.Module):
             self.autoencoder.to(device)
         return self.autoencoder
+
+
+@register_family("msn", MSNConfig)
+class MSNTokenizer(LatentFlowTokenizer):
+    """Frozen latent autoencoder -> causal transformer -> one VQ codebook -> DiT (CFM or MSE) -> autoencoder.
+
+    ``autoencoder`` replaces the one the config names (e.g. a mel autoencoder around a vocoder object); the
+    identity follows the autoencoder actually used, but a checkpoint records only the config's names.
+    """
+
+    config: MSNConfig
+
+    def __init__(
+        self, config: MSNConfig, name: str | None = None, *, autoencoder: LatentAutoencoder | None = None
+    ) -> None:
+        super().__init__(config, config, name, autoencoder=autoencoder)
+        self.encoder = LatentEncoder(config)
+        self.quantizer = VectorQuantizer(config.vq_config())
+        self.decoder = FlowDecoder(config)
+
+    @property
+    def levels(self) -> tuple[LevelSpec, ...]:
+        return (LevelSpec(self.config.hop_length, self.config.codebook_size),)
+
+    def _token_vectors(self, codes: list[Tensor]) -> Tensor:
+        return cast(Tensor, self.quantizer.decode(codes[0]))  # [B, E, T']
+
+    def _frame_vectors(self, vectors: Tensor, frames: int) -> tuple[Tensor, Tensor]:
+        k = self.config.downsample  # each token covers K frames
+        phase = torch.arange(frames, device=vectors.device) % k
+        return vectors.transpose(1, 2).repeat_interleave(k, dim=1), phase
+
+    def forward(
+        self, latents: Tensor, frame_lengths: Tensor | None = None, *, generator: torch.Generator | None = None
+    ) -> MSNOutput:
+        """Training pass on normalised latents ``[B, D, F]`` (F a multiple of ``downsample``).
+
+        ``generator`` (a CPU ``torch.Generator``) draws ``t``, ``x0`` and the condition dropout, so a step's
+        randomness is a function of the caller's seed.
+        """
+        self._check_latents(latents)
+        batch, _, frames = latents.shape
+        if frame_lengths is None:
+            frame_lengths = torch.full((batch,), frames, device=latents.device)
+        x1 = latents.float() * _frame_mask(latents, frame_lengths)  # padding frames read as the mean, as in encoding
+        q = self.quantizer(self.encoder(x1, frame_lengths))
+        loss, prediction = self.decoder_loss(x1, q.quantized, frame_lengths, generator)
+        return MSNOutput(loss, prediction, q)
+
+    def training_inputs(self, wav: Tensor) -> dict[str, Tensor]:
+        """The keyword arguments of :meth:`forward` for audio ``[B, 1, T]`` (``T`` whole tokens)."""
+        with torch.no_grad():
+            latents, _ = self.latents(wav[:, 0])  # [B, D, F] normalised
+        return {"latents": latents}
+
+    @torch.no_grad()
+    def encode_latents(self, latents: Tensor, frame_lengths: Tensor | None = None) -> Tensor:
+        """Codes ``[B, F / K]`` of normalised latents ``[B, D, F]`` in one pass (no windowing)."""
+        self._check_latents(latents)
+        if frame_lengths is None:
+            frame_lengths = torch.full((latents.shape[0],), latents.shape[-1], device=latents.device)
+        latents = latents * _frame_mask(latents, frame_lengths)
+        return self.quantizer.encode(self.encoder(latents, frame_lengths))  # [B, T']
+
+    def _encode(self, wav: Tensor, lengths: Tensor) -> list[Tensor]:
+        c, ae = self.config, self.autoencoder
+        audio = wav[:, 0]  # [B, T], T a multiple of the hop
+        tokens = audio.shape[-1] // c.hop_length
+        window = max(1, int(self.window_seconds * self.sample_rate) // c.hop_length)
+        before = _ceil_div(self.encoder.history + ae.context_frames, c.downsample)  # tokens of history
+        after = _ceil_div(ae.context_frames, c.downsample)  # the autoencoder looks ahead, the encoder does not
+        lengths = lengths.to(audio.device)
+        pieces = []
+        for start in range(0, tokens, window):
+            stop = min(start + window, tokens)
+            lo, hi = max(0, start - before), min(tokens, stop + after)
+            local = (lengths - lo * c.hop_length).clamp(0, (hi - lo) * c.hop_length)
+            z, frame_lengths = self.latents(audio[:, lo * c.hop_length : hi * c.hop_length], local)
+            codes = self.encode_latents(z, frame_lengths)  # [B, hi - lo]
+            pieces.append(codes[:, start - lo : stop - lo])
+        return [torch.cat(pieces, dim=1)]
 
     def _check_latents(self, latents: Tensor) -> None:
         check_latents(latents, self.config.latent_dim)

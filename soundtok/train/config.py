@@ -65,6 +65,9 @@ class TrainConfig(_Strict):
     keep_checkpoints: int = Field(2, ge=1)
     seed: int = 0
     export_dtype: str = "float16"
+    # a safetensors file loaded into the fresh model before step 0, keys it lacks left as built (semantic:
+    # the k-means centroids, benchmarks/semantic_study.py --fit)
+    init_weights: Path | None = None
 
 
 def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:

@@ -1,4 +1,6 @@
-"""The flow recipe (``recipe: msn``): trains the Make Some Noise tokenizer, with its CFM or MSE decoder.
+"""The flow recipes: ``recipe: msn`` trains the Make Some Noise tokenizer (encoder, VQ and its CFM or MSE
+decoder); ``recipe: semantic`` trains the unit-to-latent decoder of a semantic tokenizer whose k-means centroids
+are given (``init_weights``: a safetensors file holding ``centroids``; the encoder and centroids stay fixed).
 
 ``python -m soundtok.train.flow CONFIG.yaml RUN_DIR [key=value ...]`` (or ``soundtok train``; works under
 ``accelerate launch``). ``configs/msn-16k.yaml`` and ``configs/msn-mse-16k.yaml`` differ only in
@@ -7,12 +9,14 @@
 Before the first step, the per-channel mean and std of the frozen autoencoder's latents are measured on
 :data:`STATS_BATCHES` training batches (drawn apart from the training batches) and stored in the model's buffers.
 
-One step: crop ``data.batch_size`` clips of ``data.segment_seconds`` (a whole number of tokens) from the train
-split (:class:`~soundtok.train.data.CropSampler`); the frozen autoencoder turns them into latents ``[B, D, F]``;
-normalise; encoder -> VQ (straight-through) -> decoder; the loss is
+One step: crop ``data.batch_size`` clips of ``data.segment_seconds`` (a whole number of decoding blocks) from
+the train split (:class:`~soundtok.train.data.CropSampler`); the frozen autoencoder turns them into latents
+``[B, D, F]``; normalise; then, for msn, encoder -> VQ (straight-through) -> decoder, and the loss is
 
     objective (CFM velocity MSE, or latent MSE for decoder: mse; see soundtok.tokenizers.msn)
-    + commit_loss + codebook_loss (already weighted by model.commitment and model.codebook_weight).
+    + commit_loss + codebook_loss (already weighted by model.commitment and model.codebook_weight);
+
+for semantic, the frozen encoder + centroids give the units of the same crops, and the loss is the objective.
 
 AdamW with the ``optim`` settings, gradient clipping, exponential learning-rate decay. ``t``, ``x0`` and the
 classifier-free-guidance dropout come from a generator seeded by (seed, step, rank) and the crops are a function
@@ -45,14 +49,14 @@ import yaml
 from soundtok.corpus.loaders import load_shared_corpus
 from soundtok.corpus.manifest import Manifest
 from soundtok.errors import SoundtokError
-from soundtok.tokenizers.msn import MSNConfig, MSNOutput, MSNTokenizer
+from soundtok.tokenizers.msn import LatentFlowTokenizer, MSNConfig, MSNTokenizer
+from soundtok.tokenizers.semantic import SemanticConfig, SemanticTokenizer
 from soundtok.train.config import TrainConfig
 from soundtok.train.data import CropSampler, eval_clips
 from soundtok.train.state import export_run, latest_state, recipe_main, save_state, sync_quantizer
 
 log = logging.getLogger(__name__)
 
-RECIPE = "msn"
 #: training batches whose latents set the normalisation statistics (drawn at steps -1, -2, ...: never trained on)
 STATS_BATCHES = 16
 _GAN_ONLY = ("discriminator", "loss", "adversarial_start")
@@ -60,27 +64,53 @@ _GAN_ONLY = ("discriminator", "loss", "adversarial_start")
 Clips = list[tuple[str, torch.Tensor]]  # (id, [1, T]) held-out audio
 
 
-def build_model(cfg: TrainConfig) -> MSNTokenizer:
+#: recipe -> (config class, tokenizer class)
+FAMILIES: dict[str, tuple[type[MSNConfig] | type[SemanticConfig], type[MSNTokenizer] | type[SemanticTokenizer]]] = {
+    "msn": (MSNConfig, MSNTokenizer),
+    "semantic": (SemanticConfig, SemanticTokenizer),
+}
+
+
+def build_model(cfg: TrainConfig) -> LatentFlowTokenizer:
+    config_class, model_class = FAMILIES[cfg.recipe]
     try:
-        config = MSNConfig.from_dict(cfg.model)
+        config = config_class.from_dict(cfg.model)
     except (TypeError, ValueError) as exc:
-        raise SoundtokError(f"invalid msn model config: {exc}") from None
-    return MSNTokenizer(config, name=cfg.name)
+        raise SoundtokError(f"invalid {cfg.recipe} model config: {exc}") from None
+    model = model_class(config, name=cfg.name)  # type: ignore[arg-type]
+    weights: dict[str, torch.Tensor] = {}
+    if cfg.init_weights is not None:
+        from safetensors.torch import load_file
+
+        try:
+            weights = load_file(str(cfg.init_weights))
+        except Exception as exc:  # safetensors raises its own types for unreadable files
+            raise SoundtokError(f"init_weights {cfg.init_weights}: cannot read it as safetensors ({exc})") from None
+        unknown = sorted(set(weights) - set(model.state_dict()))
+        if unknown:
+            raise SoundtokError(f"init_weights {cfg.init_weights}: keys {unknown} are not in the {cfg.recipe} model")
+        model.load_state_dict(weights, strict=False)
+    if isinstance(model, SemanticTokenizer) and (cfg.init_weights is None or "centroids" not in weights):
+        raise SoundtokError(
+            "the semantic recipe trains the decoder of fitted units: set init_weights to a safetensors file "
+            "holding 'centroids' (benchmarks/semantic_study.py --fit writes one)"
+        )
+    return model
 
 
 def check_config(cfg: TrainConfig) -> None:
-    if cfg.recipe != RECIPE:
-        raise SoundtokError(f"soundtok.train.flow trains recipe {RECIPE!r}, the config says {cfg.recipe!r}")
+    if cfg.recipe not in FAMILIES:
+        raise SoundtokError(f"soundtok.train.flow trains recipes {sorted(FAMILIES)}, the config says {cfg.recipe!r}")
     stray = [k for k in _GAN_ONLY if k in cfg.model_fields_set]
     if stray:
         raise SoundtokError(
-            f"the msn recipe has no adversarial losses: remove {stray} from the config "
+            f"the {cfg.recipe} recipe has no adversarial losses: remove {stray} from the config "
             "(the quantizer's loss weights are model.commitment and model.codebook_weight)"
         )
 
 
 @torch.no_grad()
-def measure_latent_statistics(model: MSNTokenizer, sampler: CropSampler, cfg: TrainConfig) -> None:
+def measure_latent_statistics(model: LatentFlowTokenizer, sampler: CropSampler, cfg: TrainConfig) -> None:
     """Set the model's per-channel latent mean and std from :data:`STATS_BATCHES` batches of training crops."""
     latents = []
     for i in range(STATS_BATCHES):
@@ -105,8 +135,9 @@ def codebook_perplexity(model: MSNTokenizer) -> float:
 
 
 @torch.no_grad()
-def evaluate_msn(model: MSNTokenizer, clips: Clips) -> dict[str, float]:
-    """Mean latent reconstruction error of held-out clips, and the fraction of the codebook their tokens use."""
+def evaluate_flow(model: LatentFlowTokenizer, clips: Clips) -> dict[str, float]:
+    """Mean latent reconstruction error of held-out clips, and the fraction of the (first) codebook their tokens
+    use."""
     lengths = torch.tensor([wav.shape[-1] for _, wav in clips])
     batch = torch.zeros(len(clips), int(lengths.max()))
     for b, (_, wav) in enumerate(clips):
@@ -115,11 +146,12 @@ def evaluate_msn(model: MSNTokenizer, clips: Clips) -> dict[str, float]:
     result = model.reconstruct_latents(batch.to(device), lengths.to(device))
     valid = torch.arange(result.codes.shape[1], device=device)[None] < result.token_lengths[:, None]
     used = result.codes[valid].unique().numel()
-    return {"latent_error": float(result.error.mean()), "codebook_used": used / model.config.codebook_size}
+    return {"latent_error": float(result.error.mean()), "codebook_used": used / model.codebook_sizes[0]}
 
 
 def train_flow(cfg: TrainConfig, run_dir: str | Path, *, max_steps_this_run: int | None = None) -> Path | None:
-    """Train (or resume) the msn tokenizer in ``run_dir``; returns the export folder once ``cfg.steps`` are done.
+    """Train (or resume) an msn or semantic tokenizer in ``run_dir``; returns the export folder once ``cfg.steps``
+    are done.
 
     ``max_steps_this_run`` stops early (after a state is saved), e.g. to split training across sessions.
     """
@@ -135,11 +167,12 @@ def train_flow(cfg: TrainConfig, run_dir: str | Path, *, max_steps_this_run: int
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     torch.manual_seed(cfg.seed)  # identical initial weights on every process
     model = build_model(cfg)
-    hop = model.config.hop_length
+    hop = model.block_samples
     segment = int(round(cfg.data.segment_seconds * model.sample_rate))
     if segment % hop:
         raise SoundtokError(
-            f"msn training needs crops of a whole number of tokens ({hop} samples = {hop / model.sample_rate:g} s); "
+            f"{cfg.recipe} training needs crops of a whole number of decoding blocks ({hop} samples = "
+            f"{hop / model.sample_rate:g} s); "
             f"data.segment_seconds={cfg.data.segment_seconds} gives {segment} samples, e.g. use "
             f"{max(1, segment // hop) * hop / model.sample_rate:g}"
         )
@@ -179,36 +212,37 @@ def train_flow(cfg: TrainConfig, run_dir: str | Path, *, max_steps_this_run: int
     writer = SummaryWriter(str(run_dir / "logs")) if accelerator.is_main_process else None
     per_process = max(1, cfg.data.batch_size // accelerator.num_processes)
     stop_at = cfg.steps if max_steps_this_run is None else min(cfg.steps, step + max_steps_this_run)
-    objective = "flow" if model.config.decoder == "cfm" else "mse"
+    objective = "flow" if model.flow.decoder == "cfm" else "mse"
+    quantizer = model.quantizer if isinstance(model, MSNTokenizer) else None
     t0, steps_timed = time.perf_counter(), 0
 
     while step < stop_at:
         rank = accelerator.process_index
         real = sampler.batch(per_process, seed=cfg.seed, step=step, rank=rank).to(accelerator.device)  # [B, 1, T]
-        with torch.no_grad():
-            latents, _ = model.latents(real[:, 0])  # [B, D, F] normalised
+        inputs = model.training_inputs(real)  # latents [B, D, F] normalised (+ semantic units), no gradient
         wrapped.train()
-        out: MSNOutput = wrapped(latents, generator=step_generator(cfg.seed, step, rank))
-        loss = out.loss + out.quantized.commit_loss + out.quantized.codebook_loss
+        out = wrapped(**inputs, generator=step_generator(cfg.seed, step, rank))
+        loss = out.total
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         grad_norm = accelerator.clip_grad_norm_(wrapped.parameters(), cfg.optim.grad_clip)
         optimizer.step()
         scheduler.step()
-        if accelerator.num_processes > 1:
-            sync_quantizer(model.get_submodule("quantizer"))
+        if accelerator.num_processes > 1 and quantizer is not None:
+            sync_quantizer(quantizer)
         step += 1
         steps_timed += 1
 
         if writer is not None and (step % cfg.log_every == 0 or step == stop_at):
             elapsed = time.perf_counter() - t0
-            writer.add_scalar(f"loss/{objective}", float(out.loss.detach()), step)
-            writer.add_scalar("loss/commitment", float(out.quantized.commit_loss.detach()), step)
-            writer.add_scalar("loss/codebook", float(out.quantized.codebook_loss.detach()), step)
+            scalars = out.scalars()
+            for key, value in scalars.items():
+                writer.add_scalar(f"loss/{objective if key == 'objective' else key}", value, step)
             writer.add_scalar("loss/total", float(loss.detach()), step)
             writer.add_scalar("train/grad_norm", float(grad_norm), step)
-            writer.add_scalar("train/codebook_perplexity", codebook_perplexity(model), step)
-            writer.add_scalar("train/codes_restarted", float(model.quantizer.num_replaced), step)
+            if quantizer is not None:
+                writer.add_scalar("train/codebook_perplexity", codebook_perplexity(model), step)
+                writer.add_scalar("train/codes_restarted", float(quantizer.num_replaced), step)
             writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
             writer.add_scalar(
                 "train/audio_seconds_per_second",
@@ -216,17 +250,14 @@ def train_flow(cfg: TrainConfig, run_dir: str | Path, *, max_steps_this_run: int
                 step,
             )
             log.info(
-                "step %d  %s %.4f  commit %.4f  perplexity %.3f  (%.2f s/step)",
+                "step %d  %s  (%.2f s/step)",
                 step,
-                objective,
-                float(out.loss.detach()),
-                float(out.quantized.commit_loss.detach()),
-                codebook_perplexity(model),
+                "  ".join(f"{objective if k == 'objective' else k} {v:.4f}" for k, v in scalars.items()),
                 elapsed / steps_timed,
             )
             t0, steps_timed = time.perf_counter(), 0
         if writer is not None and (step % cfg.eval_every == 0 or step == cfg.steps):  # main process only
-            scores = evaluate_msn(model, held_out)
+            scores = evaluate_flow(model, held_out)
             for k, v in scores.items():
                 writer.add_scalar(f"eval/{k}", v, step)
             log.info("step %d eval %s", step, {k: round(v, 4) for k, v in scores.items()})
