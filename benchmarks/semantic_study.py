@@ -40,7 +40,7 @@ from soundtok.corpus.loaders import load_shared_corpus
 from soundtok.encoders import load_encoder
 from soundtok.encoders.store import FeatureStore, extract_features
 from soundtok.nn.kmeans import nearest
-from soundtok.probes import InputSpec, ProbeConfig, summarise, task_split, train_probe
+from soundtok.probes import BENCHMARK_PROBE, InputSpec, ProbeConfig, summarise, task_split, train_probe
 from soundtok.tokenizers.semantic import fit_centroids
 
 log = logging.getLogger("semantic_study")
@@ -204,9 +204,8 @@ def main() -> None:
     parser.add_argument("steps", nargs="+", choices=["extract", "fit", "probe"])
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "semantic")
     parser.add_argument("--passes", type=int, default=4)
-    parser.add_argument("--tasks", nargs="+", default=["digits", "speaker", "emotion"])
+    parser.add_argument("--tasks", nargs="+", default=["emotion", "speaker"])
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -215,7 +214,7 @@ def main() -> None:
     if "fit" in args.steps:
         fit(args.work, args.passes)
     if "probe" in args.steps:
-        probe(args.work, args.tasks, args.seeds, ProbeConfig(epochs=args.epochs), args.out)
+        probe(args.work, args.tasks, args.seeds, BENCHMARK_PROBE, args.out)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ Typical use: encode every item of ``task_split("digits")`` once with a frozen to
 """
 
 from soundtok.probes.heads import (
+    BENCHMARK_PROBE,
     FeatureProjection,
     InputSpec,
     ProbeBatch,
@@ -24,6 +25,7 @@ from soundtok.probes.train import Interval, ProbeResult, ctc_greedy_decode, summ
 
 __all__ = [
     "ALPHABET",
+    "BENCHMARK_PROBE",
     "TASKS",
     "FeatureProjection",
     "InputSpec",

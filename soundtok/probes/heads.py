@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Literal, TypeAlias, cast
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence, pad_sequence
 
@@ -197,16 +198,25 @@ class ProbeConfig(Config):
     weight_decay: float = 1e-4
     max_frames: int = 1500  # classification training crops longer items at random; evaluation sees whole items
     pooling: str = "attention"  # "attention" (learnt weights over valid frames) or "mean"
+    downsample: int = 1  # input frames averaged in groups of this many before the LSTM (fewer sequential steps)
 
     def __post_init__(self) -> None:
         if self.hidden < 2 or self.hidden % 2:
             raise ValueError(f"hidden must be an even number >= 2 (split over two directions), got {self.hidden}")
-        if self.lstm_layers < 1 or self.epochs < 1 or self.batch_size < 1 or self.max_frames < 1:
-            raise ValueError(f"lstm_layers, epochs, batch_size and max_frames must be >= 1, got {self}")
+        if min(self.lstm_layers, self.epochs, self.batch_size, self.max_frames, self.downsample) < 1:
+            raise ValueError(f"lstm_layers, epochs, batch_size, max_frames and downsample must be >= 1, got {self}")
         if not 0 <= self.dropout < 1 or self.lr <= 0 or self.weight_decay < 0:
             raise ValueError(f"need 0 <= dropout < 1, lr > 0 and weight_decay >= 0, got {self}")
         if self.pooling not in ("attention", "mean"):
             raise ValueError(f"pooling must be 'attention' or 'mean', got {self.pooling!r}")
+
+
+#: the probe both benchmarks use (benchmarks/dasb.py, benchmarks/semantic_study.py), fixed before any run: small
+#: enough that 3 seeds x 6 tasks x several tokenizers train on 2 CPU cores in about an hour (one BiLSTM layer over
+#: frames averaged in pairs, 2 s training crops for classification, 15 epochs)
+BENCHMARK_PROBE = ProbeConfig(
+    hidden=128, lstm_layers=1, downsample=2, max_frames=100, batch_size=32, lr=2e-3, epochs=15
+)
 
 
 class ProbeHead(nn.Module):
@@ -239,17 +249,22 @@ class ProbeHead(nn.Module):
         self.attention = nn.Linear(config.hidden, 1) if kind == "classify" and config.pooling == "attention" else None
         self.out = nn.Linear(config.hidden, num_outputs + 1 if kind == "ctc" else num_outputs)  # ctc: + blank
 
+    def output_lengths(self, lengths: Tensor) -> Tensor:
+        """Valid output frames ``[B]`` (CTC) for ``lengths [B]`` input frames: ``ceil(lengths / downsample)``."""
+        return -(-lengths // self.config.downsample)
+
     def forward(self, batch: ProbeBatch) -> Tensor:
         if self.spec.kind == "tokens":
             x = self.embed(batch.inputs, batch.level_lengths)  # [B, F, H]
         else:
             x = self.embed(batch.inputs[0])  # [B, F, H]
+        x, lengths = self._downsample(x, batch.lengths.to(x.device))  # [B, F / r, H]
         frames = x.shape[1]
-        packed = pack_padded_sequence(self.dropout(x), batch.lengths.cpu(), batch_first=True, enforce_sorted=False)
+        packed = pack_padded_sequence(self.dropout(x), lengths.cpu(), batch_first=True, enforce_sorted=False)
         y, _ = pad_packed_sequence(self.lstm(packed)[0], batch_first=True, total_length=frames)  # [B, F, H]
         if self.kind == "ctc":
             return self.out(y).log_softmax(-1)  # [B, F, C + 1]
-        valid = torch.arange(frames, device=y.device)[None, :] < batch.lengths.to(y.device)[:, None]  # [B, F]
+        valid = torch.arange(frames, device=y.device)[None, :] < lengths[:, None]  # [B, F]
         if self.attention is not None:
             scores = self.attention(y).squeeze(-1).masked_fill(~valid, float("-inf"))  # [B, F]
             weights = scores.softmax(-1)
@@ -257,3 +272,15 @@ class ProbeHead(nn.Module):
             weights = valid.float() / valid.sum(-1, keepdim=True)
         pooled = torch.einsum("bf,bfh->bh", weights, y)  # [B, H]
         return self.out(pooled)  # [B, C]
+
+    def _downsample(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean of each group of ``downsample`` frames, over the item's valid frames only (padding never leaks in)."""
+        r = self.config.downsample
+        if r == 1:
+            return x, lengths
+        batch, frames, hidden = x.shape
+        valid = (torch.arange(frames, device=x.device)[None, :] < lengths[:, None]).to(x.dtype)  # [B, F]
+        pad = -frames % r
+        sums = F.pad(x * valid[..., None], (0, 0, 0, pad)).reshape(batch, -1, r, hidden).sum(2)  # [B, F / r, H]
+        counts = F.pad(valid, (0, pad)).reshape(batch, -1, r).sum(2).clamp(min=1)  # [B, F / r]
+        return sums / counts[..., None], self.output_lengths(lengths)

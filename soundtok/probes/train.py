@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from soundtok.probes.heads import InputSpec, ProbeBatch, ProbeConfig, ProbeHead, ProbeInput, collate
+from soundtok.probes.heads import InputSpec, ProbeConfig, ProbeHead, ProbeInput, collate
 from soundtok.probes.tasks import TaskSplit, encode_target
 
 
@@ -87,13 +87,19 @@ def _random_crop(item: ProbeInput, spec: InputSpec, max_frames: int, rng: torch.
     return cropped
 
 
-def _loss(out: Tensor, batch: ProbeBatch, targets: list[Any], kind: str) -> Tensor:
+def _loss(out: Tensor, out_lengths: Tensor, targets: list[Any], kind: str) -> Tensor:
+    """Cross-entropy (classify) or CTC over the ``out_lengths [B]`` valid output frames (ctc)."""
     if kind == "classify":
         return F.cross_entropy(out, torch.tensor(targets, device=out.device))  # out: [B, C]
     flat = torch.tensor([c for t in targets for c in t], device=out.device)  # [sum of target lengths]
     target_lengths = torch.tensor([len(t) for t in targets], device=out.device)  # [B]
     return F.ctc_loss(
-        out.transpose(0, 1), flat, batch.lengths.to(out.device), target_lengths, blank=0, zero_infinity=True
+        out.transpose(0, 1),
+        flat,
+        out_lengths.to(out.device),
+        target_lengths,
+        blank=0,
+        zero_infinity=True,
     )  # out: [B, F, C + 1] -> [F, B, C + 1]
 
 
@@ -110,7 +116,7 @@ def _predict(
         batch = collate([inputs[j] for j in chunk], spec).to(device)
         out = model(batch).cpu()
         for k, j in enumerate(chunk):
-            outputs[j] = out[k] if model.kind == "classify" else out[k, : int(batch.lengths[k])]
+            outputs[j] = out[k] if model.kind == "classify" else out[k, : int(model.output_lengths(batch.lengths)[k])]
     return outputs
 
 
@@ -180,7 +186,7 @@ def train_probe(
             if kind == "classify":
                 items = [_random_crop(x, spec, config.max_frames, rng) for x in items]
             batch = collate(items, spec).to(device)
-            loss = _loss(model(batch), batch, [targets[j] for j in chunk], kind)
+            loss = _loss(model(batch), model.output_lengths(batch.lengths), [targets[j] for j in chunk], kind)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
