@@ -10,7 +10,8 @@ Systems, each clip in and out at 16 kHz:
   6 kbit/s at 50 frames/s x 10 bits; 0.75 kbit/s is not reachable in steps of 0.5, so 0.5 and 1 bracket it);
 * Codec 2 700C / 1200 / 3200 (8 kHz: encoded from the 16 kHz clip, decoded, resampled back to 16 kHz);
 * Opus at 6 and 12 kbit/s (ffmpeg + libopus, ``-application voip``; see ``soundtok/eval/opus.py``);
-* vocoders from the ground-truth log-mel: ``--vocoder`` and Griffin-Lim (32 iterations).
+* vocoders from the ground-truth log-mel: ``--vocoder`` and Griffin-Lim (32 iterations);
+* any other tokenizers (``--tokenizers A,B``: presets or checkpoint folders), encode -> decode.
 
 Metrics per clip: log-mel distance, STOI, wide-band PESQ (speech), ViSQOL (speech mode at 16 kHz for speech, audio
 mode at 48 kHz for events and music), DNSMOS OVRL of the output, speaker similarity (resemblyzer; speech), dWER
@@ -112,7 +113,7 @@ class Clip:
 class System:
     key: str
     label: str
-    group: str  # codec, codec2, opus, vocoder
+    group: str  # codec, codec2, opus, tokenizer, vocoder
     nominal_bitrate: float | None  # bit/s; None for vocoders (they get the full mel)
     run: Callable[[System, Clip], torch.Tensor]  # (this system, clip) -> the resynthesis, [T] at 16 kHz
     settings: dict[str, Any] = field(default_factory=dict)  # what run() needs beyond the clip
@@ -202,15 +203,26 @@ def codec_systems(tok: Any, codebooks: list[int]) -> list[System]:
     return systems
 
 
+def run_tokenizer(system: System, clip: Clip) -> torch.Tensor:
+    """Encode and decode with ``system.settings["tokenizer"]``: the 16 kHz clip in (the tokenizer resamples it),
+    the output resampled back to 16 kHz."""
+    tok = system.settings["tokenizer"]
+    tokens = tok.encode(clip.wav[None, None], RATE)
+    system.tokens[clip.domain].append(tokens)
+    return fit(resample(tok.decode(tokens)[0, 0], tok.sample_rate, RATE), clip.wav.shape[0])
+
+
+def tokenizer_systems(names: list[str]) -> list[System]:
+    """Any registered tokenizer or checkpoint folder (``--tokenizers``), encode -> decode."""
+    systems = []
+    for name in names:
+        tok = load_codec(name)
+        systems.append(System(f"tok-{tok.name}", tok.name, "tokenizer", tok.bitrate, run_tokenizer, {"tokenizer": tok}))
+    return systems
+
+
 def codec2_systems(names: list[str]) -> tuple[list[System], dict[str, str]]:
-    """Codec 2 at 8 kHz: the 16 kHz clip in (the tokenizer resamples it), the output resampled back to 16 kHz."""
-
-    def run(system: System, clip: Clip) -> torch.Tensor:
-        tok = system.settings["tokenizer"]
-        tokens = tok.encode(clip.wav[None, None], RATE)
-        system.tokens[clip.domain].append(tokens)
-        return fit(resample(tok.decode(tokens)[0, 0], tok.sample_rate, RATE), clip.wav.shape[0])
-
+    """Codec 2 at 8 kHz, through :func:`run_tokenizer`."""
     systems, skipped = [], {}
     for name in names:
         reason = available(PRESETS[name])
@@ -219,7 +231,7 @@ def codec2_systems(names: list[str]) -> tuple[list[System], dict[str, str]]:
             continue
         tok = soundtok.load(name)
         label = "Codec 2 " + name.removeprefix("codec2-").upper()
-        systems.append(System(name, label, "codec2", tok.bitrate, run, {"tokenizer": tok}))
+        systems.append(System(name, label, "codec2", tok.bitrate, run_tokenizer, {"tokenizer": tok}))
     return systems, skipped
 
 
@@ -332,6 +344,8 @@ def main() -> None:
     parser.add_argument("--domains", default=",".join(DOMAINS), help="comma-separated subset of speech,events,music")
     parser.add_argument("--codebooks", default=",".join(map(str, CODEBOOKS)), help="codec settings to run")
     parser.add_argument("--metrics", default=",".join(METRICS), help="comma-separated subset of the metrics")
+    parser.add_argument("--datasets", help="comma-separated subset of the domains' datasets (e.g. librispeech)")
+    parser.add_argument("--tokenizers", default="", help="comma-separated tokenizers (presets or folders) to add")
     parser.add_argument("--skip-codec", action="store_true")
     parser.add_argument("--skip-codec2", action="store_true")
     parser.add_argument("--skip-opus", action="store_true")
@@ -385,10 +399,15 @@ def main() -> None:
         systems.append(vocoder_system("vocoder", vocoder))
         models["vocoder"] = describe_checkpoint(args.vocoder, vocoder)
         systems.append(vocoder_system("griffin-lim", load_vocoder("griffin-lim")))
+    for name in [n for n in args.tokenizers.split(",") if n]:
+        systems += tokenizer_systems([name])
+        models[f"tokenizer {name}"] = describe_checkpoint(name, systems[-1].settings["tokenizer"])
     for name, reason in skipped.items():
         print(f"{name} skipped: {reason}")
 
     clips = pick_clips(args.corpus, args.per_dataset, args.max_seconds, domains)
+    if args.datasets:
+        clips = [c for c in clips if c.dataset in args.datasets.split(",")]
     scorer = Scorer(metric_names)
     per_clip: dict[str, dict[str, dict[str, float]]] = {s.key: {} for s in systems}
     transcripts: dict[str, dict[str, str]] = defaultdict(dict)  # system -> clip -> Whisper transcript

@@ -18,6 +18,7 @@ WhisperSpeech and CosyVoice quantize Whisper's late encoder states), so the stud
 
     python benchmarks/semantic_study.py extract fit probe
     python benchmarks/semantic_study.py probe --tasks digits emotion --seeds 3
+    python benchmarks/semantic_study.py render      # tables and plot again from semantic_layers.json
 """
 
 from __future__ import annotations
@@ -136,14 +137,23 @@ def probe(work: Path, tasks: list[str], seeds: int, config: ProbeConfig, out: Pa
     return rows
 
 
-def write(rows: dict[str, Any], tasks: list[str], seeds: int, config: ProbeConfig, out: Path) -> None:
+def write(
+    rows: dict[str, Any],
+    tasks: list[str],
+    seeds: int,
+    config: ProbeConfig,
+    out: Path,
+    command: str | None = None,
+    machine: str | None = None,
+) -> None:
     out.mkdir(parents=True, exist_ok=True)
+    command = command or "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    machine = machine or f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
     lines = [
         "# Semantic tokens from Whisper base: probe scores by layer and by number of clusters",
         "",
-        f"Command: `python {' '.join(shlex.quote(a) for a in sys.argv)}`  ",
-        f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads; "
-        f"probe: {config.to_dict()}; {seeds} seeds, mean [95% interval].",
+        f"Command: `{command}`  ",
+        f"Machine: {machine}; probe: {config.to_dict()}; {seeds} seeds, mean [95% interval].",
         "",
         "k-means on the train splits of all datasets (features: Whisper base, 1 s short windows). Test splits: see "
         "soundtok.probes.tasks. Accuracy is higher-better, CER/WER lower-better.",
@@ -163,9 +173,12 @@ def write(rows: dict[str, Any], tasks: list[str], seeds: int, config: ProbeConfi
                     f"| {name} | {row['layer']} | {k} | {metric} | {v['mean']:.3f} | "
                     f"[{v['low']:.3f}, {v['high']:.3f}] |"
                 )
-        lines += ["", f"chance (most frequent train class): {next(iter(systems.values()))['chance']}", ""]
+        chance = next(iter(systems.values()))["chance"]
+        lines += ["", f"chance (most frequent train class): {chance:.3f}" if chance is not None else "", ""]
     (out / "semantic_layers.md").write_text("\n".join(lines) + "\n")
-    (out / "semantic_layers.json").write_text(json.dumps(rows, indent=1))
+    (out / "semantic_layers.json").write_text(
+        json.dumps({"command": command, "machine": machine, "tasks": rows}, indent=1)
+    )
     plot(rows, out / "semantic_layers.png")
 
 
@@ -185,11 +198,14 @@ def plot(rows: dict[str, Any], path: Path) -> None:
             ys = [r["summary"][metric]["mean"] for r in systems.values() if r["clusters"] == pick]
             if xs:
                 ax.plot(xs, ys, marker="o", label=label)
-        for k, marker in ((500, "v"), (2000, "^")):
+        for k, marker, colour in ((500, "v", "tab:green"), (2000, "^", "tab:red")):
             xs = [r["layer"] for r in systems.values() if r["clusters"] == k]
             ys = [r["summary"][metric]["mean"] for r in systems.values() if r["clusters"] == k]
             if xs:
-                ax.scatter(xs, ys, marker=marker, label=f"K={k}", zorder=3)
+                ax.scatter(xs, ys, marker=marker, color=colour, label=f"K={k}", zorder=3)
+        chance = next(iter(systems.values()))["chance"]
+        if chance is not None:
+            ax.axhline(chance, color="grey", linestyle=":", label="chance")
         ax.set_title(task)
         ax.set_xlabel("Whisper base layer")
         ax.set_ylabel(metric)
@@ -201,7 +217,7 @@ def plot(rows: dict[str, Any], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("steps", nargs="+", choices=["extract", "fit", "probe"])
+    parser.add_argument("steps", nargs="+", choices=["extract", "fit", "probe", "render"])
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "semantic")
     parser.add_argument("--passes", type=int, default=4)
     parser.add_argument("--tasks", nargs="+", default=["emotion", "speaker"])
@@ -215,6 +231,10 @@ def main() -> None:
         fit(args.work, args.passes)
     if "probe" in args.steps:
         probe(args.work, args.tasks, args.seeds, BENCHMARK_PROBE, args.out)
+    if "render" in args.steps:  # the tables and plot again, from an earlier run's JSON
+        saved = json.loads((args.out / "semantic_layers.json").read_text())
+        tasks = list(saved["tasks"])
+        write(saved["tasks"], tasks, args.seeds, BENCHMARK_PROBE, args.out, saved["command"], saved["machine"])
 
 
 if __name__ == "__main__":

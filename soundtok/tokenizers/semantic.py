@@ -219,8 +219,8 @@ class SemanticTokenizer(LatentFlowTokenizer):
     # ----------------------------------------------------------------------------------------------------
     # the decoder's hooks
     def _token_vectors(self, codes: list[Tensor]) -> Tensor:
-        vectors = sum(emb(c) for emb, c in zip(self.unit_embeddings, codes, strict=True))  # [B, U, E]
-        return torch.as_tensor(vectors).transpose(1, 2)
+        vectors = torch.stack([emb(c) for emb, c in zip(self.unit_embeddings, codes, strict=True)]).sum(0)
+        return vectors.transpose(1, 2)  # [B, E, U]: the levels' unit embeddings summed
 
     def _frame_vectors(self, vectors: Tensor, frames: int) -> tuple[Tensor, Tensor]:
         hop, unit = self.config.latent_hop, self.config.unit_hop
