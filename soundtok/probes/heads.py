@@ -10,8 +10,10 @@ The head works at the *finest* frame rate of its input (``F`` frames per item be
 brings every level to it by nearest index: frame ``f`` reads level ``l``'s code ``floor(f * r_l / r_max)``,
 clipped to that item's last code of the level, and the levels' embeddings are summed.
 
-:func:`collate` pads items into a :class:`ProbeBatch`. The LSTM runs on packed sequences and pooling ignores
-padded frames, so padding never changes an item's output: an item scored alone or in any batch gets the same
+:func:`collate` pads items into a :class:`ProbeBatch`. With ``downsample = r > 1`` the head first averages its
+frames in groups of ``r`` (an item's last group over its own frames only), so the LSTM takes ``ceil(F / r)`` steps
+(:meth:`ProbeHead.output_lengths`; CTC outputs come at that rate). The LSTM runs on packed sequences and pooling
+ignores padded frames, so padding never changes an item's output: an item scored alone or in any batch gets the same
 logits.
 
 Shapes: ``B`` items, ``L`` token levels, ``T'_l`` frames of level ``l``, ``F`` frames at the head's rate,
