@@ -7,11 +7,22 @@
   the interleaving rule that turns a multi-level ``Tokens`` item into one flat id sequence and back.
 * :mod:`soundtok.llm.prompt`: ``render(turns, tokenizer, vocab) -> Rendered`` (``input_ids``, ``loss_weights``),
   the one prompt format.
+* :mod:`soundtok.llm.instructions`: ``build_instructions(manifest)``: instruction examples (captions, classification,
+  ASR, open questions, text-to-audio) from the corpus labels, following the corpus splits; ``render_instruction``.
 
 Only the standard library and torch are imported here; transformers is imported when a model or tokenizer is
 loaded.
 """
 
+from soundtok.llm.instructions import (
+    Instruction,
+    InstructionError,
+    build_instructions,
+    from_jsonl,
+    render_instruction,
+    split_counts,
+    to_jsonl,
+)
 from soundtok.llm.models import (
     DEFAULT_LLM,
     OFFLINE_LLMS,
@@ -54,28 +65,35 @@ __all__ = [
     "CHATML_TEMPLATE",
     "DEFAULT_LLM",
     "OFFLINE_LLMS",
+    "add_audio_tokens",
     "AudioCode",
     "AudioPart",
     "AudioTokenError",
     "AudioVocab",
+    "build_instructions",
+    "cache_root",
+    "extend_vocab",
+    "from_jsonl",
+    "Instruction",
+    "InstructionError",
+    "interleave_order",
     "Interleaving",
+    "llm_folder",
     "LLMUnavailableError",
+    "load_llm",
+    "load_llm_tokenizer",
     "LossWeights",
     "OfflineLLM",
     "PromptFormat",
     "PromptFormatError",
+    "render",
+    "render_instruction",
     "Rendered",
+    "resize_embeddings",
+    "split_counts",
     "TextPart",
+    "to_jsonl",
     "TokenKind",
     "Turn",
-    "add_audio_tokens",
-    "cache_root",
-    "extend_vocab",
-    "interleave_order",
-    "llm_folder",
-    "load_llm",
-    "load_llm_tokenizer",
-    "render",
-    "resize_embeddings",
     "verify_cache",
 ]
