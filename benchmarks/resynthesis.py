@@ -746,7 +746,7 @@ def render(results: dict[str, Any]) -> str:
             if key not in rows:
                 continue
             row, info = rows[key], systems[key]
-            nominal = "-" if info["nominal_bitrate"] is None else f"{info['nominal_bitrate'] / 1000:g}"
+            nominal = "-" if info["nominal_bitrate"] is None else f"{info['nominal_bitrate'] / 1000:.3g}"
             actual = row.get("actual_bitrate")
             shown_actual = "-" if not actual else f"{actual['bitrate'] / 1000:.2f}"
             cells = []
@@ -765,9 +765,9 @@ def render(results: dict[str, Any]) -> str:
     vocoders = [k for k, v in systems.items() if v["group"] == "vocoder"]
     for domain in results["summary"]:
         n = sum(1 for c in results["clips"] if c["domain"] == domain)
-        datasets = ", ".join(DOMAINS[domain])
+        datasets = ", ".join(d for d in DOMAINS[domain] if any(c["dataset"] == d for c in results["clips"]))
         if codecs:
-            table(f"{domain.capitalize()} ({datasets}; {n} clips): codecs", domain, codecs)
+            table(f"{domain.capitalize()} ({datasets}; {n} clips): codecs and tokenizers", domain, codecs)
     for domain in results["summary"]:
         n = sum(1 for c in results["clips"] if c["domain"] == domain)
         if vocoders:
