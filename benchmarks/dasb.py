@@ -180,7 +180,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def write(results: dict[str, Any], args: argparse.Namespace) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
-    results["command"] = " ".join(shlex.quote(a) for a in sys.argv)
+    command = " ".join(shlex.quote(a) for a in sys.argv)
+    results["command"] = command if command.startswith("python ") else f"python {command}"
     results["machine"] = f"{platform.processor() or platform.machine()}, probes on 1 thread each"
     results["probe"] = BENCHMARK_PROBE.to_dict()
     (args.out / "dasb.json").write_text(json.dumps(results, indent=1))
@@ -219,19 +220,23 @@ def write(results: dict[str, Any], args: argparse.Namespace) -> None:
         + ", ".join(f"{s} {r['store_agreement']:.4f}" for s, r in results["rows"].items() if "store_agreement" in r)
         + ".",
     ]
-    lines += ["", "## DASB's two headline findings, on our data", "", *findings(results["rows"], tasks)]
+    lines += ["", "## DASB's findings, on our data", "", *findings(results["rows"], tasks)]
     (args.out / "dasb.md").write_text("\n".join(lines) + "\n")
 
 
 def findings(rows: dict[str, Any], tasks: list[str]) -> list[str]:
     """Best semantic row vs best compression row (registered tokenizers other than semantic ones) per task, as
-    differences of means: semantic tokens should win on asr / digits / emotion, compression tokens on speaker."""
+    differences of means: semantic tokens should win on asr / digits / emotion, compression tokens on speaker; then
+    the gap from the best discrete row to continuous features (positive: continuous is better), DASB's third
+    finding."""
 
-    def best(kind: str, task: str) -> tuple[str, float] | None:
+    def best(kind: str, task: str) -> tuple[str, float, float, float] | None:
+        """(system, mean, low, high) of the best row of ``kind`` on ``task``."""
         lower = TASKS[task].kind == "ctc"
         metric = "cer" if lower else "accuracy"
+        summary = {name: row["tasks"][task]["summary"][metric] for name, row in rows.items() if task in row["tasks"]}
         scores = [
-            (name, row["tasks"][task]["summary"][metric]["mean"])
+            (name, summary[name]["mean"], summary[name]["low"], summary[name]["high"])
             for name, row in rows.items()
             if task in row["tasks"]
             and (name.startswith("semantic:") == (kind == "semantic"))
@@ -261,9 +266,29 @@ def findings(rows: dict[str, Any], tasks: list[str]) -> list[str]:
         out.append(
             f"- {task} ({unit}): best semantic {sem[0]} {sem[1]:.3f} vs best compression {comp[0]} {comp[1]:.3f}: "
             f"{winner} tokens win by {abs(sem[1] - comp[1]):.3f} (DASB expects {expected}: "
-            f"{'holds' if winner == expected else 'does not hold'})"
+            f"{'holds' if winner == expected else 'does not hold'}"
+            + ("; the two 95% intervals overlap, so not a clear win)" if overlap(sem, comp) else ")")
         )
+    for task in tasks:
+        discrete = [b for b in (best("semantic", task), best("compression", task)) if b is not None]
+        continuous = [
+            (name, row["tasks"][task]["summary"]["cer" if TASKS[task].kind == "ctc" else "accuracy"]["mean"])
+            for name, row in rows.items()
+            if name.startswith("continuous:") and task in row["tasks"]
+        ]
+        if discrete and continuous:
+            lower = TASKS[task].kind == "ctc"
+            top = min(discrete, key=lambda b: b[1]) if lower else max(discrete, key=lambda b: b[1])
+            ref = continuous[0]
+            gap = (top[1] - ref[1]) if lower else (ref[1] - top[1])
+            out.append(
+                f"- {task}: continuous {ref[0]} {ref[1]:.3f} vs best discrete {top[0]} {top[1]:.3f}: gap {gap:+.3f}"
+            )
     return out
+
+
+def overlap(a: tuple[str, float, float, float], b: tuple[str, float, float, float]) -> bool:
+    return not (a[3] < b[2] or b[3] < a[2])
 
 
 def main() -> None:
@@ -280,7 +305,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.render:
         saved = json.loads((args.out / "dasb.json").read_text())
-        sys.argv = shlex.split(saved["command"])  # the table names the command that ran
+        sys.argv = shlex.split(saved["command"].removeprefix("python "))  # the table names the command that ran
         write(saved, args)
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
