@@ -3,7 +3,9 @@
 The semantic tokenizer's codebook (:mod:`soundtok.tokenizers.semantic`) is a k-means clustering of encoder
 features, as in DASB and HuBERT. Corpora do not fit in memory, so the fit streams batches of feature vectors:
 
-1. **Init**: k-means++ (D^2 sampling, seeded) on the first ``init_size`` vectors (at least 3 K).
+1. **Init**: k-means++ (D^2 sampling, seeded) on the first ``init_size`` vectors (default 3 K) the batches yield,
+   so the batches must come in random order (as :func:`soundtok.tokenizers.semantic.fit_centroids` draws them):
+   an init from one corner of the data leaves centroids that the running means cannot pull apart.
 2. **Mini-batch updates** (Sculley 2010, as scikit-learn's ``MiniBatchKMeans``): each batch ``X [N, D]`` is
    assigned to its nearest centroids; centroid ``k`` then moves to the running mean of every vector ever assigned
    to it, ``c_k <- c_k + (sum of its batch vectors - n_k c_k) / count_k`` with ``count_k`` the total so far.
@@ -14,7 +16,9 @@ features, as in DASB and HuBERT. Corpora do not fit in memory, so the fit stream
 ``fit_kmeans`` takes a callable returning a fresh iterator of batches per pass (``passes`` of them). Distances are
 squared Euclidean, computed as ``|x|^2 - 2 x.c + |c|^2`` in float32.
 
->>> x = torch.cat([torch.randn(200, 2) * 0.1 + c for c in (torch.tensor([0., 5]), torch.tensor([5., 0]))])
+>>> g = torch.Generator().manual_seed(0)
+>>> x = torch.cat([torch.randn(200, 2, generator=g) * 0.1 + c for c in (torch.tensor([0., 5]), torch.tensor([5., 0]))])
+>>> x = x[torch.randperm(400, generator=g)]  # shuffled: the init reads the first batches
 >>> result = fit_kmeans(lambda: iter(x.split(100)), num_clusters=2, passes=3, seed=0)
 >>> sorted(result.centroids.round().abs().tolist())
 [[0.0, 5.0], [5.0, 0.0]]
