@@ -179,7 +179,7 @@ class SemanticTokenizer(LatentFlowTokenizer):
 
     @property
     def licence(self) -> str:
-        return "MIT (Whisper weights) / Apache-2.0 (soundtok)"
+        return "Whisper weights MIT; shipped centroids/decoder fitted on CC BY-NC(-SA) data: non-commercial"
 
     def _identity_extra(self) -> str:
         encoder = "none" if self.encoder is None else module_fingerprint(self.encoder)
