@@ -131,3 +131,25 @@ def test_vocode_with_griffin_lim_and_a_checkpoint(capsys: pytest.CaptureFixture[
     assert code == 0, err
     code, _, err = run(capsys, "vocode", fixture_path("digit"), "-o", out, "-v", "griffin-lim")
     assert code == 1 and "--force" in err
+
+
+def test_fit_semantic_writes_a_tokenizer_fitted_on_the_train_split(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, fixture_manifest: Path
+) -> None:
+    import soundtok
+    from soundtok.tokenizers.semantic import SemanticTokenizer
+
+    out = tmp_path / "sem"
+    args = ["fit-semantic", "-o", out, "-m", fixture_manifest, "--encoder", "whisper-tiny.en", "--layer", "2"]
+    code, stdout, err = run(capsys, *args, "--layer", "4", "--clusters", "8", "--passes", "2")
+    assert code == 0, err
+    assert "layer 2: 8 clusters" in stdout and "fitted on 3 items of split 'train'" in stdout
+    assert (tmp_path / "sem.features" / "features.json").is_file()  # the feature store, reusable
+    tok = soundtok.load(out)
+    assert isinstance(tok, SemanticTokenizer) and tok.centroids.shape == (2, 8, 384) and tok.config.layers == (2, 4)
+    tokens = tok.encode(load_audio(fixture_path("digit"), sample_rate=16000)[0][None], 16000)
+    assert len(tokens.codes) == 2 and tokens.frame_rates == (50.0, 50.0)
+    code, _, err = run(capsys, *args)  # refuses to overwrite
+    assert code == 1 and "--force" in err
+    code, _, err = run(capsys, "fit-semantic", "-o", tmp_path / "x", "-m", fixture_manifest, "--split", "dev")
+    assert code == 1 and "no item of split 'dev'" in err and "['test', 'train']" in err
