@@ -6,10 +6,12 @@ target: readers see either the old file or the complete new one, never half of i
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from soundtok.errors import OutputExistsError
 
@@ -55,3 +57,23 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def read_jsonl(path: str | os.PathLike[str], error: type[Exception], what: str) -> Iterator[tuple[int, Any]]:
+    """``(line number, parsed value)`` for each non-empty line of a UTF-8 JSON-lines file; an unreadable file, a
+    file that is not UTF-8 or a line that is not JSON raises ``error`` naming the file (and the line) and ``what``
+    it should hold."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise error(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise error(f"{path}: {what} are UTF-8 JSON lines; this file is not UTF-8") from None
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            yield n, json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise error(f"{path}:{n}: not a JSON object ({exc.msg}); is the file truncated?") from None

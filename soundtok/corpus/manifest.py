@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, overload
 
 from soundtok.errors import CorpusError
-from soundtok.fileio import atomic_write
+from soundtok.fileio import atomic_write, read_jsonl
 
 #: JSONL keys of one manifest line
 _KEYS = ("id", "path", "duration", "labels", "split", "dataset")
@@ -230,20 +230,8 @@ class Manifest(Sequence[AudioItem]):
     def from_jsonl(cls, path: str | os.PathLike[str]) -> Manifest:
         """Read a manifest written by :meth:`to_jsonl`; relative paths are resolved against the file's folder."""
         path = Path(path)
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except OSError as exc:
-            raise CorpusError(f"{path}: cannot read the manifest ({exc.strerror or exc})") from None
-        except UnicodeDecodeError:
-            raise CorpusError(f"{path}: a manifest is UTF-8 JSON lines; this file is not UTF-8") from None
         items = []
-        for n, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise CorpusError(f"{path}:{n}: not a JSON object ({exc.msg})") from None
+        for n, entry in read_jsonl(path, CorpusError, "manifest entries"):
             if not isinstance(entry, dict):
                 raise CorpusError(f"{path}:{n}: expected a JSON object per line, got {type(entry).__name__}")
             try:

@@ -84,7 +84,7 @@ from typing import Any
 
 from soundtok.corpus.manifest import AudioItem, Manifest
 from soundtok.errors import SoundtokError
-from soundtok.fileio import atomic_write
+from soundtok.fileio import atomic_write, read_jsonl
 from soundtok.llm.prompt import PromptFormat, Rendered, Turn
 from soundtok.types import Tokens
 
@@ -732,22 +732,10 @@ def to_jsonl(instructions: Iterable[Instruction], path: str | os.PathLike[str], 
 def from_jsonl(path: str | os.PathLike[str]) -> list[Instruction]:
     """Read a file written by :func:`to_jsonl`; :class:`InstructionError` names the first bad line."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise InstructionError(f"{path}: cannot read the instructions ({exc.strerror or exc})") from None
-    except UnicodeDecodeError:
-        raise InstructionError(f"{path}: instructions are UTF-8 JSON lines; this file is not UTF-8") from None
     out = []
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    for n, entry in read_jsonl(path, InstructionError, "instructions"):
         try:
-            out.append(Instruction.from_dict(json.loads(line)))
-        except json.JSONDecodeError as exc:
-            raise InstructionError(
-                f"{path}:{n}: not a JSON object ({exc.msg}); the file is truncated or not written by to_jsonl"
-            ) from None
+            out.append(Instruction.from_dict(entry))
         except InstructionError as exc:
             raise InstructionError(f"{path}:{n}: {exc}") from None
     _check_unique(out, str(path))
