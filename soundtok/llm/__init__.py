@@ -7,6 +7,8 @@
   the interleaving rule that turns a multi-level ``Tokens`` item into one flat id sequence and back.
 * :mod:`soundtok.llm.prompt`: ``render(turns, tokenizer, vocab) -> Rendered`` (``input_ids``, ``loss_weights``),
   the one prompt format.
+* :mod:`soundtok.llm.lora`: ``apply_lora(model, vocab, LoRASettings())`` (peft LoRA + the new audio rows only),
+  ``weighted_lm_loss`` (per-token weights + z-loss), ``merge_and_save``.
 * :mod:`soundtok.llm.instructions`: ``build_instructions(manifest)``: instruction examples (captions, classification,
   ASR, open questions, text-to-audio) from the corpus labels, following the corpus splits; ``render_instruction``.
 
@@ -22,6 +24,14 @@ from soundtok.llm.instructions import (
     render_instruction,
     split_counts,
     to_jsonl,
+)
+from soundtok.llm.lora import (
+    LoRASettings,
+    LossParts,
+    apply_lora,
+    merge_and_save,
+    trainable_parameters,
+    weighted_lm_loss,
 )
 from soundtok.llm.models import (
     DEFAULT_LLM,
@@ -66,6 +76,7 @@ __all__ = [
     "DEFAULT_LLM",
     "OFFLINE_LLMS",
     "add_audio_tokens",
+    "apply_lora",
     "AudioCode",
     "AudioPart",
     "AudioTokenError",
@@ -82,7 +93,10 @@ __all__ = [
     "LLMUnavailableError",
     "load_llm",
     "load_llm_tokenizer",
+    "LoRASettings",
+    "LossParts",
     "LossWeights",
+    "merge_and_save",
     "OfflineLLM",
     "PromptFormat",
     "PromptFormatError",
@@ -94,6 +108,8 @@ __all__ = [
     "TextPart",
     "to_jsonl",
     "TokenKind",
+    "trainable_parameters",
     "Turn",
     "verify_cache",
+    "weighted_lm_loss",
 ]
