@@ -1,4 +1,4 @@
-"""Semantic tokens (``semantic``): k-means over a frozen speech encoder's layers, decoded by a flow-matching DiT.
+"""Semantic tokens (``semantic``): k-means over a frozen speech encoder's layers, decoded by the MSN DiT.
 
 As in DASB (and HuBERT's targets): a pretrained encoder's hidden states at one or more layers
 (:mod:`soundtok.encoders`; by default Whisper base's last layer) are assigned to their nearest k-means centroid,
@@ -25,8 +25,9 @@ decoding) holds; dedup is a view for consumers that want shorter sequences.
 takes the vector of the unit that holds its centre (``floor((256 f + 128) / 320)``), and the MSN decoder
 (:class:`~soundtok.tokenizers.msn.FlowDecoder`, CFM or MSE, same sampling, see :mod:`soundtok.tokenizers.msn`)
 predicts normalised mel latents, which the mel vocoder turns into audio. A block of 4 units = 5 latent frames =
-1280 samples is the unit of windowing. Units carry little of the voice, so resynthesised speech keeps the words,
-not the speaker (measured in ``benchmarks/semantic_resynthesis.py``).
+1280 samples is the unit of windowing. Units carry little of the voice, so a decoder can at best keep the words,
+not the speaker. ``benchmarks/resynthesis.py --tokenizers NAME`` measures it (for the shipped, CPU-trained decoder:
+``benchmarks/results/resynthesis_semantic/``, not yet intelligible).
 
 >>> import torch
 >>> tok = SemanticTokenizer(SemanticConfig(encoder="none", feature_dim=8, num_clusters=4, vocoder="griffin-lim",
