@@ -61,6 +61,8 @@ def parse_semantic(name: str) -> tuple[int, int]:
 
 
 def semantic_tokenizer(name: str) -> SemanticTokenizer:
+    """The study's ``semantic:L<layer>-K<K>`` units as a tokenizer, for encoding only (a toy decoder is attached:
+    probes never decode)."""
     layer, clusters = parse_semantic(name)
     tok = SemanticTokenizer(
         SemanticConfig(layers=(layer,), num_clusters=clusters, vocoder="griffin-lim", dim=16, heads=2)
