@@ -9,6 +9,7 @@
   the one prompt format.
 * :mod:`soundtok.llm.lora`: ``apply_lora(model, vocab, LoRASettings())`` (peft LoRA + the new audio rows only),
   ``weighted_lm_loss`` (per-token weights + z-loss), ``merge_and_save``.
+* :mod:`soundtok.llm.train`: ``train_lora(...) -> LoRARun``: the resumable LoRA loop over rendered instructions.
 * :mod:`soundtok.llm.instructions`: ``build_instructions(manifest)``: instruction examples (captions, classification,
   ASR, open questions, text-to-audio) from the corpus labels, following the corpus splits; ``render_instruction``.
 
@@ -56,6 +57,7 @@ from soundtok.llm.prompt import (
     Turn,
     render,
 )
+from soundtok.llm.train import LoRARun, train_lora
 from soundtok.llm.vocab import (
     AUDIO_END,
     AUDIO_START,
@@ -93,6 +95,7 @@ __all__ = [
     "LLMUnavailableError",
     "load_llm",
     "load_llm_tokenizer",
+    "LoRARun",
     "LoRASettings",
     "LossParts",
     "LossWeights",
@@ -108,6 +111,7 @@ __all__ = [
     "TextPart",
     "to_jsonl",
     "TokenKind",
+    "train_lora",
     "trainable_parameters",
     "Turn",
     "verify_cache",

@@ -1,0 +1,299 @@
+"""The LoRA training loop: instruction examples with audio tokens -> a peft adapter, resumable after a kill.
+
+Definitions
+-----------
+*Examples.* Every ``train``-split :class:`~soundtok.llm.Instruction` is rendered once
+(:func:`~soundtok.llm.render_instruction` with its item's tokens, loss weights from :class:`LoRASettings`:
+prompt 0, answer text 1, answer audio ``settings.audio_weight``); examples longer than ``max_length`` ids are
+dropped (counted in :attr:`LoRARun.dropped` and logged), never truncated: a cut answer would teach the model to
+stop mid-audio.
+
+*Batches* are a function of ``(seed, step)`` only: ``random.Random(f"lora:{seed}:{step}")`` draws ``batch_size``
+examples with replacement, so a resumed run sees exactly the batches a straight run sees. Examples are padded on the
+right to the longest one with the tokenizer's pad id, weight 0 and attention mask 0 (:func:`collate`). With several
+processes each takes every ``num_processes``-th example of the step's batch.
+
+*Step*: ``loss = weighted_lm_loss(logits, input_ids, loss_weights, settings.z_loss).total``, AdamW over the
+trainable parameters only (LoRA matrices and the new audio rows), gradients clipped to norm 1. LoRA dropout draws
+from a generator seeded by ``(seed, step, rank)``, so it too is a function of the step.
+
+*Resume*: every ``checkpoint_every`` steps (and at the end of each call) the accelerate state (weights, optimiser,
+counters) is written to ``run_dir/state/step-XXXXXXX`` (:func:`soundtok.train.state.save_state`); a new call on the
+same ``run_dir`` continues from the newest one, and ``n`` steps then ``m`` steps give the weights of ``n + m``
+straight steps. When ``steps`` are done the adapter is saved with peft ``save_pretrained`` to ``run_dir/adapter``.
+
+>>> import soundtok, soundtok.testing.dummies, tempfile, torch
+>>> from soundtok.llm import Instruction, LoRASettings, extend_vocab
+>>> from soundtok.llm.dummies import tiny_causal_lm, tiny_chat_tokenizer
+>>> toy = soundtok.load("toy-tiny")
+>>> tok = tiny_chat_tokenizer(); model = tiny_causal_lm(len(tok))
+>>> vocab = extend_vocab(model, tok, toy)
+>>> audio = toy.encode(torch.randn(1, 1, 640), toy.sample_rate)
+>>> data = [Instruction("a/0", "a", "caption", "train", "describe it", "a dog", True, ("a dog",))]
+>>> run = train_lora(model, tok, vocab, data, lambda _: audio, LoRASettings(r=2, alpha=4), tempfile.mkdtemp(), steps=2)
+>>> run.steps, run.dropped, run.adapter_dir.name
+(2, 0, 'adapter')
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from soundtok.llm.instructions import Instruction, render_instruction
+from soundtok.llm.lora import LoRASettings, apply_lora, weighted_lm_loss
+from soundtok.llm.prompt import CHATML_TEMPLATE, LossWeights, PromptFormat, Rendered
+from soundtok.train.state import latest_state, save_state
+from soundtok.types import Tokens
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from soundtok.llm.vocab import AudioVocab
+
+log = logging.getLogger(__name__)
+
+ADAPTER_DIR = "adapter"
+KEEP_STATES = 2
+
+
+@dataclass(frozen=True)
+class LoRARun:
+    """What :func:`train_lora` did. ``steps`` and ``train_tokens`` count the whole run (resumed parts included);
+    ``final_loss``, ``losses`` and ``seconds`` this call only. ``adapter_dir`` is None while steps remain."""
+
+    steps: int
+    final_loss: float  # total loss of the last step of this call (nan if it ran none)
+    train_tokens: int  # supervised target tokens seen (weight > 0), over all processes
+    seconds: float
+    dropped: int  # train examples longer than max_length, left out
+    adapter_dir: Path | None
+    losses: tuple[float, ...] = ()  # total loss of each step of this call
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Right-padded examples: ``input_ids``, ``attention_mask`` (int64) and ``loss_weights`` (float32), all
+    ``[B, T]``; padding has mask 0 and weight 0."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    loss_weights: torch.Tensor
+
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.loss_weights.to(device))
+
+
+def collate(examples: Sequence[Rendered], pad_id: int) -> Batch:
+    """Pad ``examples`` on the right to the longest with ``pad_id``, weight 0 and attention mask 0."""
+    if not examples:
+        raise ValueError("cannot collate an empty batch")
+    longest = max(len(r.input_ids) for r in examples)
+    ids = torch.full((len(examples), longest), pad_id, dtype=torch.long)  # [B, T]
+    mask = torch.zeros(len(examples), longest, dtype=torch.long)  # [B, T]
+    weights = torch.zeros(len(examples), longest, dtype=torch.float32)  # [B, T]
+    for b, r in enumerate(examples):
+        n = len(r.input_ids)
+        ids[b, :n] = r.input_ids
+        mask[b, :n] = 1
+        weights[b, :n] = r.loss_weights
+    return Batch(ids, mask, weights)
+
+
+def batch_indices(seed: int, step: int, num_examples: int, batch_size: int) -> list[int]:
+    """The examples of step ``step``: ``batch_size`` draws with replacement, a function of ``(seed, step)`` only."""
+    rng = random.Random(f"lora:{seed}:{step}")
+    return [rng.randrange(num_examples) for _ in range(batch_size)]
+
+
+def render_examples(
+    instructions: Sequence[Instruction],
+    tokens_of: Callable[[str], Tokens],
+    fmt: PromptFormat,
+    *,
+    max_length: int,
+    split: str = "train",
+) -> tuple[list[Rendered], int]:
+    """``split``'s instructions rendered once each, and how many were dropped for being longer than
+    ``max_length`` ids."""
+    kept: list[Rendered] = []
+    dropped = 0
+    for ins in instructions:
+        if ins.split != split:
+            continue
+        r = render_instruction(ins, fmt, tokens_of(ins.item_id))
+        if len(r.input_ids) > max_length:
+            dropped += 1
+            continue
+        kept.append(r)
+    return kept, dropped
+
+
+class _Progress:
+    """Counters saved with the accelerate state (``register_for_checkpointing``)."""
+
+    def __init__(self) -> None:
+        self.train_tokens = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"train_tokens": self.train_tokens}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.train_tokens = int(state["train_tokens"])
+
+
+def _writer(run_dir: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional: log lines only
+        log.info("tensorboard is not installed; logging to the console only")
+        return None
+    return SummaryWriter(str(run_dir / "logs"))
+
+
+def train_lora(
+    model: PreTrainedModel,
+    hf_tokenizer: PreTrainedTokenizerBase,
+    vocab: AudioVocab,
+    instructions: Sequence[Instruction],
+    tokens_of: Callable[[str], Tokens],
+    settings: LoRASettings,
+    run_dir: str | os.PathLike[str],
+    *,
+    steps: int,
+    batch_size: int = 4,
+    lr: float = 2e-4,
+    max_length: int = 1024,
+    seed: int = 0,
+    checkpoint_every: int = 50,
+    log_every: int = 10,
+    max_steps_this_run: int | None = None,
+) -> LoRARun:
+    """Train a LoRA adapter (module docstring) on ``model`` (already extended with
+    :func:`~soundtok.llm.extend_vocab`) and return what was done.
+
+    ``tokens_of(item_id)`` gives one item's tokens (e.g. :meth:`soundtok.store.TokenStore.get`).
+    ``max_steps_this_run`` stops early (the state is saved; call again with the same ``run_dir`` to go on).
+    ``model`` is wrapped in place by :func:`~soundtok.llm.apply_lora`: pass a freshly loaded model to each call.
+    """
+    from accelerate import Accelerator
+
+    for name, value in (("steps", steps), ("batch_size", batch_size), ("max_length", max_length),
+                        ("checkpoint_every", checkpoint_every), ("log_every", log_every)):  # fmt: skip
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if max_steps_this_run is not None and max_steps_this_run < 1:
+        raise ValueError(f"max_steps_this_run must be >= 1 or None, got {max_steps_this_run}")
+    if lr <= 0:
+        raise ValueError(f"the learning rate must be > 0, got {lr}")
+    run_dir = Path(run_dir)
+
+    template = None if getattr(hf_tokenizer, "chat_template", None) else CHATML_TEMPLATE
+    fmt = PromptFormat(hf_tokenizer, vocab, weights=LossWeights(audio=settings.audio_weight), chat_template=template)
+    examples, dropped = render_examples(instructions, tokens_of, fmt, max_length=max_length)
+    if dropped:
+        log.warning("dropped %d train example(s) longer than max_length=%d ids", dropped, max_length)
+    if not examples:
+        raise ValueError(
+            f"no train-split instruction fits in max_length={max_length} ids ({dropped} dropped); "
+            "raise max_length or pass instructions whose split is 'train'"
+        )
+    # supervised targets per example: positions 1.. with weight > 0 (position 0 is never a target)
+    supervised = [int((r.loss_weights[1:] > 0).sum()) for r in examples]
+    pad_id = hf_tokenizer.pad_token_id if hf_tokenizer.pad_token_id is not None else hf_tokenizer.eos_token_id
+    if pad_id is None:
+        raise ValueError("the tokenizer has neither a pad nor an eos token; set tokenizer.pad_token")
+    log.info("%d train examples (%d dropped), %d supervised tokens", len(examples), dropped, sum(supervised))
+
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    torch.manual_seed(seed)  # identical LoRA initialisation on every process
+    peft_model = apply_lora(model, vocab, settings)
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr)
+    prepared, optimizer = accelerator.prepare(peft_model, optimizer)
+    progress = _Progress()
+    accelerator.register_for_checkpointing(progress)
+
+    step = 0
+    resumed = latest_state(run_dir)
+    if resumed is not None:
+        step, path = resumed
+        accelerator.load_state(str(path))
+        log.info("resumed %s at step %d", run_dir, step)
+    if accelerator.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    writer = _writer(run_dir) if accelerator.is_main_process else None
+    stop_at = steps if max_steps_this_run is None else min(steps, step + max_steps_this_run)
+    rank, world = accelerator.process_index, accelerator.num_processes
+
+    start = t0 = time.perf_counter()
+    losses: list[float] = []
+    window: dict[str, float] = {"total": 0.0, "ce": 0.0, "z": 0.0, "steps": 0, "ids": 0}
+    while step < stop_at:
+        chosen = batch_indices(seed, step, len(examples), batch_size)
+        mine = chosen[rank::world] or chosen[:1]  # more processes than the batch holds: repeat one
+        batch = collate([examples[i] for i in mine], pad_id).to(accelerator.device)
+        # dropout is a function of (seed, step, rank), so a resumed run draws the masks a straight run draws
+        torch.manual_seed(hash((seed, step, rank)) & 0x7FFF_FFFF)  # hash of ints: the same in every interpreter
+        prepared.train()
+        logits = prepared(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits  # [B, T, V]
+        parts = weighted_lm_loss(logits, batch.input_ids, batch.loss_weights, settings.z_loss)
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(parts.total)
+        accelerator.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        step += 1
+        progress.train_tokens += sum(supervised[i] for i in chosen)
+        total = float(parts.total.detach())
+        losses.append(total)
+        window["total"] += total
+        window["ce"] += float(parts.ce.detach())
+        window["z"] += float(parts.z.detach())
+        window["steps"] += 1
+        window["ids"] += int(batch.attention_mask.sum()) * world
+
+        if step % log_every == 0 or step == stop_at:
+            elapsed = max(time.perf_counter() - t0, 1e-9)
+            n = window["steps"]
+            if writer is not None:
+                writer.add_scalar("loss/total", window["total"] / n, step)
+                writer.add_scalar("loss/ce", window["ce"] / n, step)
+                writer.add_scalar("loss/z", window["z"] / n, step)
+                writer.add_scalar("train/tokens_per_second", window["ids"] / elapsed, step)
+                writer.add_scalar("train/supervised_tokens", progress.train_tokens, step)
+            if accelerator.is_main_process:
+                log.info("step %d/%d  loss %.4f  ce %.4f  z %.5f  %.0f tokens/s", step, steps, window["total"] / n,
+                         window["ce"] / n, window["z"] / n, window["ids"] / elapsed)  # fmt: skip
+            t0, window = time.perf_counter(), dict.fromkeys(window, 0.0)
+        if step % checkpoint_every == 0 or step == stop_at:
+            save_state(accelerator, run_dir, step, KEEP_STATES)
+
+    if writer is not None:
+        writer.close()
+    adapter_dir = None
+    if step >= steps:
+        adapter_dir = run_dir / ADAPTER_DIR
+        if accelerator.is_main_process:
+            accelerator.unwrap_model(prepared).save_pretrained(str(adapter_dir))
+            log.info("saved the LoRA adapter to %s", adapter_dir)
+        accelerator.wait_for_everyone()
+    return LoRARun(
+        steps=step,
+        final_loss=losses[-1] if losses else float("nan"),
+        train_tokens=progress.train_tokens,
+        seconds=time.perf_counter() - start,
+        dropped=dropped,
+        adapter_dir=adapter_dir,
+        losses=tuple(losses),
+    )
+
+
+__all__ = ["ADAPTER_DIR", "Batch", "LoRARun", "batch_indices", "collate", "render_examples", "train_lora"]

@@ -1,0 +1,141 @@
+"""The LoRA training loop on the tiny Llama with toy-tiny audio tokens: the loss falls, a resumed run equals a
+straight one, long examples are dropped and counted, padding is never supervised."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+import torch
+
+import soundtok
+import soundtok.testing.dummies  # noqa: F401  (registers toy-tiny)
+from soundtok.llm import Instruction, LoRASettings, PromptFormat, extend_vocab, render_instruction
+from soundtok.llm.dummies import tiny_causal_lm, tiny_chat_tokenizer
+from soundtok.llm.train import LoRARun, batch_indices, collate, train_lora
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from soundtok.llm import AudioVocab
+    from soundtok.types import Tokens
+
+pytest.importorskip("peft")
+pytest.importorskip("accelerate")
+
+SETTINGS = LoRASettings(r=4, alpha=8, dropout=0.1)
+
+
+def setup() -> tuple[PreTrainedModel, PreTrainedTokenizerBase, AudioVocab]:
+    tok = tiny_chat_tokenizer()
+    model = tiny_causal_lm(len(tok))
+    vocab = extend_vocab(model, tok, soundtok.load("toy-tiny"))
+    return model, tok, vocab
+
+
+def clips(lengths: dict[str, int]) -> dict[str, Tokens]:
+    """Tokens of short noise clips (toy-tiny, 16 kHz), one per item id."""
+    toy = soundtok.load("toy-tiny")
+    gen = torch.Generator().manual_seed(0)
+    return {k: toy.encode(torch.randn(1, 1, n, generator=gen), toy.sample_rate) for k, n in lengths.items()}
+
+
+def instructions() -> list[Instruction]:
+    answers = {"a": "a dog barks .", "b": "a cat .", "c": "speech .", "d": "hello ."}
+    out = [
+        Instruction(f"{k}/caption/0", k, "caption", "train", "describe the audio", v, True, (v,))
+        for k, v in answers.items()
+    ]
+    out.append(Instruction("a/t2a/0", "a", "text_to_audio", "train", "say a dog barks", "", False, ("a dog barks",)))
+    out.append(Instruction("e/caption/0", "e", "caption", "test", "describe the audio", "no .", True, ("no .",)))
+    return out
+
+
+TOKENS = clips({"a": 640, "b": 960, "c": 480, "d": 800, "e": 640})
+
+
+def test_loss_decreases(tmp_path: Path) -> None:
+    model, tok, vocab = setup()
+    run = train_lora(
+        model, tok, vocab, instructions(), TOKENS.__getitem__, SETTINGS, tmp_path, steps=120, lr=2e-2,
+        checkpoint_every=100, log_every=10,
+    )  # fmt: skip
+    assert run.steps == 120 and len(run.losses) == 120 and run.dropped == 0
+    first, last = sum(run.losses[:10]) / 10, sum(run.losses[-10:]) / 10
+    assert last < 0.6 * first, (first, last)
+    assert run.final_loss == run.losses[-1]
+    assert run.train_tokens > 0
+    assert run.adapter_dir == tmp_path / "adapter"
+    assert (run.adapter_dir / "adapter_model.safetensors").is_file()
+    assert (tmp_path / "state" / "step-0000120").is_dir()
+
+
+def adapter_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
+
+
+def test_resumed_run_equals_straight_run(tmp_path: Path) -> None:
+    def run(run_dir: Path, max_steps_this_run: int | None = None) -> LoRARun:
+        model, tok, vocab = setup()  # a fresh process after a kill: new model, new LoRA init, state from disk
+        return train_lora(
+            model, tok, vocab, instructions(), TOKENS.__getitem__, SETTINGS, run_dir, steps=4, lr=1e-2,
+            batch_size=3, checkpoint_every=100, seed=3, max_steps_this_run=max_steps_this_run,
+        )  # fmt: skip
+
+    straight = run(tmp_path / "a")
+    half = run(tmp_path / "b", max_steps_this_run=2)
+    assert half.steps == 2 and half.adapter_dir is None
+    rest = run(tmp_path / "b")
+    assert rest.steps == 4 and len(rest.losses) == 2
+    assert half.losses + rest.losses == straight.losses
+    assert rest.train_tokens == straight.train_tokens
+
+    a, b = adapter_weights(tmp_path / "a"), adapter_weights(tmp_path / "b")
+    assert a.keys() == b.keys() and any("lora_" in k for k in a) and any("trainable_tokens" in k for k in a)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_long_examples_are_dropped_and_counted(tmp_path: Path) -> None:
+    model, tok, vocab = setup()
+    fmt = PromptFormat(tok, vocab)
+    ins = [i for i in instructions() if i.split == "train"]
+    lengths = [len(render_instruction(i, fmt, TOKENS[i.item_id]).input_ids) for i in ins]
+    limit = sorted(lengths)[len(lengths) // 2]
+    too_long = sum(n > limit for n in lengths)
+    assert 0 < too_long < len(lengths)
+    run = train_lora(
+        model, tok, vocab, instructions(), TOKENS.__getitem__, SETTINGS, tmp_path, steps=1, max_length=limit
+    )
+    assert run.dropped == too_long
+    with pytest.raises(ValueError, match="max_length"):
+        model, tok, vocab = setup()
+        train_lora(model, tok, vocab, instructions(), TOKENS.__getitem__, SETTINGS, tmp_path / "x", steps=1,
+                   max_length=2)  # fmt: skip
+
+
+def test_padding_has_weight_zero_and_no_attention() -> None:
+    _, tok, vocab = setup()
+    fmt = PromptFormat(tok, vocab)
+    ins = [i for i in instructions() if i.split == "train"]
+    rendered = [render_instruction(i, fmt, TOKENS[i.item_id]) for i in ins]
+    batch = collate(rendered, tok.pad_token_id)
+    longest = max(len(r.input_ids) for r in rendered)
+    assert batch.input_ids.shape == batch.loss_weights.shape == batch.attention_mask.shape == (len(ins), longest)
+    for b, r in enumerate(rendered):
+        n = len(r.input_ids)
+        assert torch.equal(batch.input_ids[b, :n], r.input_ids)
+        assert torch.equal(batch.loss_weights[b, :n], r.loss_weights)
+        assert batch.attention_mask[b, :n].eq(1).all() and batch.attention_mask[b, n:].eq(0).all()
+        assert batch.loss_weights[b, n:].eq(0).all() and batch.input_ids[b, n:].eq(tok.pad_token_id).all()
+    assert int(batch.attention_mask.eq(0).sum()) > 0  # the lengths differ, so something was padded
+
+
+def test_batches_depend_on_seed_and_step_only() -> None:
+    assert batch_indices(0, 5, 10, 4) == batch_indices(0, 5, 10, 4)
+    assert batch_indices(0, 5, 10, 4) != batch_indices(0, 6, 10, 4)
+    assert batch_indices(0, 5, 10, 4) != batch_indices(1, 5, 10, 4)
+    assert all(0 <= i < 10 for i in batch_indices(2, 0, 10, 64))
