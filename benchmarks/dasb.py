@@ -129,7 +129,8 @@ def check_semantic_store(system: str, paths: dict[str, Path], ids: list[str]) ->
 
 
 def encode_rtf(system: str, threads: int) -> tuple[float, float]:
-    """(nominal bit/s, encode real-time factor on 30 s of speech); continuous: (nan, Whisper's RTF)."""
+    """(nominal bit/s, encode real-time factor on 30 s of speech). A continuous row has no bitrate; its RTF is that
+    of the layer-6 semantic tokenizer (Whisper to layer 6 plus the nearest-centroid search: an upper bound)."""
     speech, sr = load_fixture("speech")
     clip = speech.repeat(1, -(-30 * sr // speech.shape[1]))[:, : 30 * sr][None]  # [1, 1, 30 s]
     torch.set_num_threads(threads)

@@ -51,7 +51,7 @@ import torch
 from soundtok.llm.instructions import Instruction, render_instruction
 from soundtok.llm.lora import LoRASettings, apply_lora, weighted_lm_loss
 from soundtok.llm.prompt import CHATML_TEMPLATE, LossWeights, PromptFormat, Rendered
-from soundtok.train.state import latest_state, save_state
+from soundtok.train.state import resume, save_state
 from soundtok.types import Tokens
 
 if TYPE_CHECKING:
@@ -222,12 +222,7 @@ def train_lora(
     progress = _Progress()
     accelerator.register_for_checkpointing(progress)
 
-    step = 0
-    resumed = latest_state(run_dir)
-    if resumed is not None:
-        step, path = resumed
-        accelerator.load_state(str(path))
-        log.info("resumed %s at step %d", run_dir, step)
+    step = resume(accelerator, run_dir)
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
     writer = _writer(run_dir) if accelerator.is_main_process else None

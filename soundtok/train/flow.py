@@ -53,7 +53,7 @@ from soundtok.tokenizers.msn import LatentFlowTokenizer, MSNConfig, MSNTokenizer
 from soundtok.tokenizers.semantic import SemanticConfig, SemanticTokenizer
 from soundtok.train.config import TrainConfig
 from soundtok.train.data import CropSampler, eval_clips
-from soundtok.train.state import export_run, latest_state, recipe_main, save_state, sync_quantizer
+from soundtok.train.state import export_run, latest_state, recipe_main, resume, save_state, sync_quantizer
 
 log = logging.getLogger(__name__)
 
@@ -200,12 +200,8 @@ def train_flow(cfg: TrainConfig, run_dir: str | Path, *, max_steps_this_run: int
     model = accelerator.unwrap_model(wrapped)
 
     log.info("process %d of %d on %s", accelerator.process_index, accelerator.num_processes, accelerator.device)
-    step = 0
-    if resumed is not None:
-        step, path = resumed
-        accelerator.load_state(str(path))
-        model.refresh_identity()
-        log.info("resumed %s at step %d", run_dir, step)
+    step = resume(accelerator, run_dir)
+    model.refresh_identity()  # the loaded weights (and latent statistics) change the tokenizer's fingerprint
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(json.loads(cfg.model_dump_json()), sort_keys=False))

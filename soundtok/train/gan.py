@@ -43,7 +43,7 @@ from soundtok.nn.losses import (
 from soundtok.tokenizers.codec import CodecConfig, CodecTokenizer
 from soundtok.train.config import TrainConfig
 from soundtok.train.data import CropSampler, eval_clips
-from soundtok.train.state import export_run, latest_state, recipe_main, save_state, sync_quantizer
+from soundtok.train.state import export_run, recipe_main, resume, save_state, sync_quantizer
 from soundtok.vocoder import Vocoder, VocoderConfig
 
 if TYPE_CHECKING:
@@ -160,12 +160,7 @@ def train_gan(cfg: TrainConfig, run_dir: str | Path, *, max_steps_this_run: int 
     )
 
     log.info("process %d of %d on %s", accelerator.process_index, accelerator.num_processes, accelerator.device)
-    step = 0
-    resumed = latest_state(run_dir)
-    if resumed is not None:
-        step, path = resumed
-        accelerator.load_state(str(path))
-        log.info("resumed %s at step %d", run_dir, step)
+    step = resume(accelerator, run_dir)
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(json.loads(cfg.model_dump_json()), sort_keys=False))

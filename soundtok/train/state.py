@@ -32,6 +32,18 @@ def latest_state(run_dir: Path) -> tuple[int, Path] | None:
     return (int(states[-1].name.split("-")[1]), states[-1]) if states else None
 
 
+def resume(accelerator: Accelerator, run_dir: Path) -> int:
+    """Load the newest state of ``run_dir`` into the prepared objects, if there is one; the step to continue
+    from (0 for a new run)."""
+    resumed = latest_state(run_dir)
+    if resumed is None:
+        return 0
+    step, path = resumed
+    accelerator.load_state(str(path))
+    log.info("resumed %s at step %d", run_dir, step)
+    return step
+
+
 def save_state(accelerator: Accelerator, run_dir: Path, step: int, keep: int) -> None:
     """Write the resumable state under a temporary name, then rename: a kill never leaves a half state."""
     final = run_dir / STATE_DIR / f"step-{step:07d}"
