@@ -20,9 +20,9 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from soundtok.cli import corpus, evaluate, semantic, setup, tokens, train, vocode
+    from soundtok.cli import chat, corpus, evaluate, semantic, setup, tokens, train, vocode
 
-    for module in (tokens, evaluate, corpus, train, semantic, vocode, setup):
+    for module in (tokens, evaluate, corpus, train, semantic, vocode, chat, setup):
         module.register(app)
 
 

@@ -9,11 +9,13 @@ import typer
 
 from soundtok.errors import SoundtokError
 
+#: recipe name (the config's ``recipe``) -> the module whose ``main(argv)`` trains it
 RECIPES = {
     "codec": "soundtok.train.gan",
     "vocoder": "soundtok.train.gan",
     "msn": "soundtok.train.flow",
     "semantic": "soundtok.train.flow",
+    "lora": "soundtok.llm.recipe",
 }
 
 
@@ -29,12 +31,18 @@ def train(
 ) -> None:
     """Train a recipe; kill it any time and rerun the same command to resume from the newest state."""
     from soundtok.launch import run_accelerate
-    from soundtok.train.config import load_config
+    from soundtok.train.config import load_config, read_raw_config
 
-    cfg = load_config(config, overrides)  # validate before starting any process
-    module = RECIPES.get(cfg.recipe)
+    recipe = read_raw_config(config, overrides).get("recipe", "codec")
+    module = RECIPES.get(recipe)
     if module is None:
-        raise SoundtokError(f"unknown recipe {cfg.recipe!r}; known: {', '.join(RECIPES)}")
+        raise SoundtokError(f"unknown recipe {recipe!r}; known: {', '.join(RECIPES)}")
+    if recipe == "lora":  # validate before starting any process
+        from soundtok.llm.recipe import load_llm_config
+
+        load_llm_config(config, overrides)
+    else:
+        load_config(config, overrides)
     argv = [str(config), str(run_dir), *(overrides or [])]
     if num_processes > 1:
         code = run_accelerate(module, argv, num_processes)

@@ -7,8 +7,9 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -16,11 +17,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from soundtok.errors import SoundtokError
 
 
-class _Strict(BaseModel):
+class Strict(BaseModel):
+    """A config section: unknown keys are errors, values are frozen."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class DataConfig(_Strict):
+S = TypeVar("S", bound=Strict)
+
+
+class DataConfig(Strict):
     manifest: Path | None = None  # a manifest JSONL (soundtok manifest); else the shared corpus below
     corpus: Path | None = None  # default: $SOUNDTOK_CORPUS or ../shared/corpus
     datasets: list[str] | None = None  # default: every dataset of the corpus
@@ -32,7 +38,7 @@ class DataConfig(_Strict):
     eval_seconds: float = Field(4.0, gt=0)
 
 
-class OptimConfig(_Strict):
+class OptimConfig(Strict):
     lr: float = 1e-4
     betas: tuple[float, float] = (0.8, 0.99)
     weight_decay: float = 0.0
@@ -40,7 +46,7 @@ class OptimConfig(_Strict):
     grad_clip: float = 1000.0
 
 
-class LossWeights(_Strict):
+class LossWeights(Strict):
     mel: float = 6.5  # DAC's 15 for log10 mels; soundtok's log-mel is natural log (15 / ln 10)
     stft: float = 0.0
     adversarial: float = 1.0
@@ -49,7 +55,7 @@ class LossWeights(_Strict):
     codebook: float = 1.0
 
 
-class TrainConfig(_Strict):
+class TrainConfig(Strict):
     recipe: str = "codec"
     name: str = "codec-16k"
     model: dict[str, Any] = Field(default_factory=dict)  # fields of the family's config dataclass
@@ -77,20 +83,34 @@ def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
     tree[leaf] = value
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
-    """Read a YAML config and apply ``a.b=value`` overrides (values parsed as YAML: ``steps=100``, ``x=[1,2]``)."""
+def read_raw_config(path: str | os.PathLike[str] | None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """A YAML config as a dict with ``a.b=value`` overrides applied (values parsed as YAML: ``steps=100``,
+    ``x=[1,2]``)."""
     raw: dict[str, Any] = {}
     if path is not None:
         try:
             raw = yaml.safe_load(Path(path).read_text()) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise SoundtokError(f"{path}: cannot read the training config ({exc})") from None
+        if not isinstance(raw, dict):
+            raise SoundtokError(f"{path}: a training config is a YAML mapping (key: value lines)")
     for item in overrides or []:
         key, sep, value = item.partition("=")
         if not sep:
             raise SoundtokError(f"override {item!r} must look like key=value (e.g. steps=1000)")
         _set(raw, key.strip(), yaml.safe_load(value))
+    return raw
+
+
+def read_config(path: str | os.PathLike[str] | None, overrides: list[str] | None, schema: type[S]) -> S:
+    """:func:`read_raw_config` validated by the pydantic model ``schema``."""
+    raw = read_raw_config(path, overrides)
     try:
-        return TrainConfig.model_validate(raw)
+        return schema.model_validate(raw)
     except Exception as exc:  # pydantic's ValidationError lists every bad field
         raise SoundtokError(f"invalid training config: {exc}") from None
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
+    """A codec, vocoder, msn or semantic recipe's :class:`TrainConfig` from YAML + overrides."""
+    return read_config(path, overrides, TrainConfig)

@@ -78,7 +78,8 @@ def recipe_main(train: Callable[[TrainConfig, str], object], argv: list[str] | N
     if len(args) < 2:
         print(usage)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # force: replace the quieter handler the ``soundtok`` CLI installed, so ``soundtok train`` shows progress too
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # it logs every file of every saved state
     try:
         train(load_config(args[0], args[2:]), args[1])

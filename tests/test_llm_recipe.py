@@ -1,0 +1,96 @@
+"""The lora recipe end to end on the tiny Llama and toy-tiny tokens: data, training, export, chat, resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import soundtok.testing.dummies  # noqa: F401  (registers toy-tiny)
+from soundtok.cli.main import main
+from soundtok.corpus import AudioItem, Manifest
+from soundtok.errors import SoundtokError
+from soundtok.llm.dummies import tiny_causal_lm, tiny_chat_tokenizer
+from soundtok.llm.recipe import INSTRUCTIONS_FILE, MODEL_DIR, LLMTrainConfig, load_audio_llm, load_llm_config, train_llm
+from soundtok.testing import fixture_path, load_fixture
+
+pytest.importorskip("peft")
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tiny LLM folder and a manifest of the bundled clips with corpus-style labels."""
+    root = tmp_path_factory.mktemp("recipe")
+    tok = tiny_chat_tokenizer()
+    tiny_causal_lm(len(tok)).save_pretrained(root / "llm")
+    tok.save_pretrained(root / "llm")
+    items = [
+        AudioItem("esc50/1-1-A-0", fixture_path("sneeze"), 1.0, {"category": "sneezing"}, "train", "esc50"),
+        AudioItem("esc50/5-1-A-0", fixture_path("sneeze"), 1.0, {"category": "sneezing"}, "test", "esc50"),
+        AudioItem("fsdd/7_jackson_9", fixture_path("digit"), 1.0, {"digit": "7", "gender": "male"}, "train", "fsdd"),
+    ]
+    Manifest(items).to_jsonl(root / "m.jsonl")
+    return root / "llm", root / "m.jsonl"
+
+
+def config(inputs: tuple[Path, Path], **kw: object) -> LLMTrainConfig:
+    llm, manifest = inputs
+    base = {
+        "llm": str(llm), "audio_tokenizer": "toy-tiny", "manifest": str(manifest),
+        "tasks": ["classify_event", "classify_digit", "text_to_audio"], "lora": {"r": 2, "alpha": 4},
+        "steps": 2, "batch_size": 2, "max_length": 4096, "checkpoint_every": 1, "log_every": 1,
+    }  # fmt: skip
+    return LLMTrainConfig.model_validate({**base, **kw})
+
+
+def test_recipe_trains_exports_and_chats(inputs: tuple[Path, Path], tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    out = train_llm(config(inputs), run)
+    assert out == run / MODEL_DIR and (out / "audio_vocab.json").exists()
+    assert (run / INSTRUCTIONS_FILE).exists() and (run / "tokens" / "store.json").exists()
+
+    llm = load_audio_llm(out)
+    wav, sr = load_fixture("sneeze")
+    answer = llm.ask("what is this ?", wav, sr, max_new_tokens=4)
+    assert isinstance(answer, str)
+    audio = llm.speak("say hello", max_seconds=0.05)
+    assert audio.shape[:2] == (1, 1) and 0 < audio.shape[-1] <= 800
+
+    # resuming a finished run trains nothing more and exports the same model
+    before = {k: v.clone() for k, v in llm.model.state_dict().items()}
+    assert train_llm(config(inputs), run) == out
+    after = load_audio_llm(out).model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_changed_data_needs_a_new_run(inputs: tuple[Path, Path], tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train_llm(config(inputs, steps=1), run)
+    with pytest.raises(SoundtokError, match="new run folder"):
+        train_llm(config(inputs, steps=1, seed=1), run)
+
+
+def test_cli_train_and_chat(inputs: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    llm, manifest = inputs
+    yaml_path = tmp_path / "lora.yaml"
+    yaml_path.write_text(
+        f"recipe: lora\nllm: {llm}\naudio_tokenizer: toy-tiny\nmanifest: {manifest}\ntasks: [classify_event]\n"
+        "lora: {r: 2, alpha: 4}\nsteps: 1\nbatch_size: 1\nmax_length: 4096\n"
+    )
+    assert load_llm_config(yaml_path, ["steps=3"]).steps == 3
+    run = tmp_path / "run"
+    assert main(["train", str(yaml_path), str(run)]) == 0
+    capsys.readouterr()
+    assert main(["chat", str(run / MODEL_DIR), str(fixture_path("sneeze")), "-q", "what is it ?"]) == 0
+    assert capsys.readouterr().out.count("\n") == 1  # one answer line
+    wav_out = tmp_path / "gen.wav"
+    args = ["chat", str(run / MODEL_DIR), "--speak", "say hello", "-o", str(wav_out), "--max-seconds", "0.05"]
+    assert main(args) == 0 and wav_out.exists()
+    assert main(args) == 1  # exists: refused without --force
+    assert main(["chat", str(tmp_path), "-q", "x"]) == 1  # not an audio LLM folder: a clear error
+
+
+def test_bad_lora_settings_are_named(inputs: tuple[Path, Path]) -> None:
+    with pytest.raises(SoundtokError, match="lora settings"):
+        config(inputs, lora={"r": 0}).lora_settings()
