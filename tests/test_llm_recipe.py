@@ -94,3 +94,10 @@ def test_cli_train_and_chat(inputs: tuple[Path, Path], tmp_path: Path, capsys: p
 def test_bad_lora_settings_are_named(inputs: tuple[Path, Path]) -> None:
     with pytest.raises(SoundtokError, match="lora settings"):
         config(inputs, lora={"r": 0}).lora_settings()
+
+
+def test_shipped_config_has_the_papers_settings() -> None:
+    cfg = load_llm_config(Path(__file__).parents[1] / "configs" / "lora-smollm2-msn.yaml")
+    lora = cfg.lora_settings()
+    assert (lora.r, lora.alpha, lora.target_modules, lora.audio_weight) == (64, 128, "all-linear", 10.0)
+    assert lora.z_loss > 0 and cfg.audio_tokenizer == "msn-16k"
