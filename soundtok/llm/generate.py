@@ -6,9 +6,9 @@ Both start from the conversation rendered by :class:`~soundtok.llm.prompt.Prompt
 ``add_generation_prompt=True`` (the ids an answer follows) and run one causal-LM loop with a key/value cache.
 
 *Text answers* (:func:`generate_text`): greedy by default (``temperature`` 0), or sampled. Audio ids (codes and
-markers) are masked out, so a text answer is always text. It stops at the first *stop id* (the tokenizer's eos and
-the end-of-turn tokens ``<|im_end|>``, ``<end_of_turn>``, ``<|eot_id|>`` that its vocabulary holds), which is
-not part of the answer, or after ``max_new_tokens``.
+markers) and embedding rows beyond the tokenizer's vocabulary are masked out, so a text answer is always text. It
+stops at the first *stop id* (the tokenizer's eos and the end-of-turn tokens ``<|im_end|>``, ``<end_of_turn>``,
+``<|eot_id|>`` that its vocabulary holds), which is not part of the answer, or after ``max_new_tokens``.
 
 *Audio answers* (:func:`generate_audio`): ``<|audio_start|>`` is appended (forced), then each position ``i``
 may only take a code of the level the interleaving rule puts there
@@ -147,8 +147,8 @@ def generate_text(
     logits = decoder.logits
     for _ in range(max_new_tokens):
         logits = logits.clone()
-        if banned.numel():
-            logits[banned[banned < logits.numel()].to(logits.device)] = -math.inf
+        logits[banned.to(logits.device)] = -math.inf
+        logits[len(fmt.tokenizer) :] = -math.inf  # rows that pad the embedding beyond the vocabulary
         token = _pick(logits, temperature, top_k, gen)
         if token in stops:
             return _text_answer(fmt.tokenizer, out, stopped=True)
