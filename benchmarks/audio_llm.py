@@ -17,7 +17,9 @@ Definitions
 -----------
 *Text answers* (every task but ``text_to_audio``): ``generate_text`` with greedy decoding on the training prompt
 without its answer (``instruction_turns(..., with_answer=False)``: one user turn ``<audio>\\n<question>``, no system
-prompt), at most ``--max-new-tokens`` ids (default 96); audio ids are masked, a stop id ends the answer.
+prompt), at most ``--max-new-tokens`` ids (default 96); audio ids are masked, a stop id ends the answer. Every
+selected instruction is asked, also those whose prompt is longer than the run's training ``max_length`` (train
+examples that long were dropped, so the model never saw that length); they are counted per task.
 *Match*: ``normalize_text(answer) == normalize_text(r)`` for some reference ``r`` of the instruction
 (:func:`soundtok.eval.asr.normalize_text`: NFKC, lower case, apostrophes removed, other punctuation and symbols
 as spaces, spaces collapsed).
@@ -63,8 +65,10 @@ as spaces, spaces collapsed).
 7. **Throughput** on ``--threads`` CPU threads (default 2; ``torch.set_num_threads`` for the whole benchmark):
    generation tokens/s = ids generated / wall time of the ``generate_text`` (resp. ``generate_audio``) calls,
    prompt prefill included, decoding audio tokens to waveforms excluded; text ids = answer ids + the stop id when
-   one ended the answer; audio ids = codes + ``<|audio_end|>`` when the model chose it (the forced
-   ``<|audio_start|>`` is not counted). Audio real-time factor = generation wall time / seconds generated.
+   one ended the answer; audio ids = the answer's codes (codes of a last partial frame group, cut when
+   ``--max-seconds`` closes the item, are not counted) + ``<|audio_end|>`` when the model chose it (the forced
+   ``<|audio_start|>`` is not counted); the prompts' total length (prefill) is reported beside it. Audio real-time
+   factor = generation wall time / seconds generated.
    Training tokens/s: the mean over logged steps of the TensorBoard scalar ``train/tokens_per_second`` in
    ``RUN/logs`` (ids of the batch, padding excluded, per second of the training loop, each over its log window),
    beside the steps and supervised training tokens of ``soundtok_llm.json`` (``steps``, ``train_tokens``).
@@ -238,7 +242,6 @@ class Features:
     def __init__(self, work: Path, features: Path | None) -> None:
         self.work, self.folder = work, features
         self._encoder: Any = None
-        self._store: Any = None
 
     @property
     def encoder(self) -> Any:
@@ -380,24 +383,39 @@ class Clock:
     ids: int = 0
     seconds: float = 0.0
     calls: int = 0
+    prompt_ids: int = 0  # the prompts' lengths (prefill), for reading the rate
     audio_seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         rate = self.ids / self.seconds if self.seconds else math.nan
         rtf = self.seconds / self.audio_seconds if self.audio_seconds else None
-        return {"ids": self.ids, "seconds": self.seconds, "calls": self.calls, "tokens_per_second": rate} | (
-            {"audio_seconds": self.audio_seconds, "rtf": rtf} if self.audio_seconds else {}
+        out = {"ids": self.ids, "seconds": self.seconds, "calls": self.calls, "prompt_ids": self.prompt_ids}
+        return (
+            out
+            | {"tokens_per_second": rate}
+            | ({"audio_seconds": self.audio_seconds, "rtf": rtf} if self.audio_seconds else {})
         )
 
 
 def answer_all(
-    llm: AudioLLM, tasks: dict[str, list[Instruction]], store: TokenStore, args: argparse.Namespace, clock: Clock
-) -> dict[str, str]:
-    """Greedy text answers of every selected understanding instruction, by id."""
+    llm: AudioLLM,
+    tasks: dict[str, list[Instruction]],
+    store: TokenStore,
+    args: argparse.Namespace,
+    clock: Clock,
+    train_length: int | None,
+) -> tuple[dict[str, str], dict[str, int]]:
+    """Greedy text answers of every selected understanding instruction, by id; and per task how many prompts are
+    longer than the run's training ``max_length`` (train examples that long were dropped, never seen)."""
     answers = {}
+    too_long: dict[str, int] = defaultdict(int)
     todo = [ins for task, group in tasks.items() if task != "text_to_audio" for ins in group]
     for n, ins in enumerate(todo, start=1):
         turns = instruction_turns(ins, store.get(ins.item_id), with_answer=False)
+        length = len(llm.fmt.render(turns, add_generation_prompt=True).input_ids)
+        clock.prompt_ids += length
+        if train_length is not None and length > train_length:
+            too_long[ins.task] += 1
         t0 = time.perf_counter()
         out = generate_text(llm.model, llm.fmt, turns, max_new_tokens=args.max_new_tokens, seed=args.seed)
         clock.seconds += time.perf_counter() - t0
@@ -406,10 +424,12 @@ def answer_all(
         answers[ins.id] = out.text
         if n % 50 == 0 or n == len(todo):
             log.info("answered %d / %d", n, len(todo))
-    return answers
+    return answers, dict(too_long)
 
 
-def understanding(tasks: dict[str, list[Instruction]], answers: dict[str, str], items: dict[str, AudioItem]) -> dict:
+def understanding(
+    tasks: dict[str, list[Instruction]], answers: dict[str, str], items: dict[str, AudioItem]
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for task, group in tasks.items():
         if task in CLASSIFY_TASKS or task == "open_question":
@@ -589,12 +609,15 @@ def evaluate_run(run: Path, args: argparse.Namespace, shared: Shared) -> dict[st
     log.info("%s: %s", run, {t: len(g) for t, g in tasks.items()})
 
     text_clock, audio_clock = Clock(), Clock()
-    answers = answer_all(llm, tasks, store, args, text_clock)
+    train_length = (meta.get("train_config") or {}).get("max_length")
+    answers, too_long = answer_all(llm, tasks, store, args, text_clock, train_length)
     result: dict[str, Any] = {
         "run": str(run),
         "llm": meta.get("llm"),
         "audio_tokenizer": meta.get("audio_tokenizer"),
         "tasks": understanding(tasks, answers, items),
+        "train_max_length": train_length,
+        "prompts_beyond_train_length": too_long,
     }
     if "text_to_audio" in tasks:
         result["tasks"]["text_to_audio"] = text_to_audio(
@@ -689,8 +712,10 @@ def context_cost(results: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append(row)
     for name, result in results.items():  # each run's tokenizer, measured from the loaded run
         tok = result["tokenizer"]
-        row = next((r for r in rows if r["tokenizer"] == tok["name"]), None)
-        if row is None:
+        found = [r for r in rows if r["tokenizer"] == tok["name"]]
+        if found:
+            row = found[0]
+        else:
             row = {"tokenizer": tok["name"]}
             rows.append(row)
         row.pop("unavailable", None)
@@ -725,7 +750,8 @@ def markdown(report: dict[str, Any]) -> str:
         "# Audio LLM benchmark",
         "",
         f"Command: `{report['command']}`  ",
-        f"Date: {report['date']}, {report['seconds']} s. Machine: {report['machine']}.  ",
+        f"Date: {report['date']}, {report['seconds']} s. Machine: {report['machine']}; {report['threads']} "
+        "torch thread(s).  ",
         "Settings: " + ", ".join(f"{k} {v}" for k, v in report["settings"].items()) + ".",
         "",
         "Runs: " + "; ".join(f"**{n}** = `{r['run']}` ({r['llm']} + {r['audio_tokenizer']})" for n, r in runs.items()),
@@ -749,6 +775,16 @@ def markdown(report: dict[str, Any]) -> str:
         elif task == "asr" and task in first:
             cells = [pct(r["tasks"][task], "wer") if task in r["tasks"] else "—" for r in runs.values()]
             lines.append(f"| asr | corpus WER ↓ | {first[task]['n']} | — | " + " | ".join(cells) + " |")
+    beyond = {n: (r["train_max_length"], r["prompts_beyond_train_length"]) for n, r in runs.items()
+              if r.get("prompts_beyond_train_length")}  # fmt: skip
+    if beyond:
+        lines += [
+            "",
+            "Prompts longer than the run's training max_length (train examples that long were dropped, so the model "
+            "never saw such lengths): "
+            + "; ".join(f"{n} (max_length {length}): {counts}" for n, (length, counts) in beyond.items())
+            + ".",
+        ]
     if "caption" in first:
         lines += ["", "## Captioning", ""]
         unavailable = first["caption"].get("unavailable")
@@ -767,10 +803,11 @@ def markdown(report: dict[str, Any]) -> str:
                 s = r["tasks"].get("caption", {}).get(subset, {})
                 cells = [num(s.get(k)) for k, _ in CAPTION_COLUMNS]
                 sim = (
-                    f"{s['similarity']:.3f} [{s['similarity_low']:.2f}, {s['similarity_high']:.2f}]"
-                    if s.get("similarity") is not None and "similarity_low" in s
-                    else num(s.get("similarity"))
-                )
+                    pct({"n": s["n"], "similarity": s["similarity"], "low": s.get("similarity_low"),
+                         "high": s.get("similarity_high")}, "similarity")
+                    if s.get("similarity") is not None
+                    else "—"
+                )  # fmt: skip
                 lines.append(f"| {name} | " + " | ".join(cells) + f" | {sim} | {num(s.get('similarity_mean_ref'))} |")
             lines.append("")
         lines.append("Per-dataset templated scores are in audio_llm.json (`caption` / `templated:<dataset>`).")
@@ -850,7 +887,8 @@ def markdown(report: dict[str, Any]) -> str:
     for name, r in runs.items():
         t = r["throughput"]
         lines.append(
-            f"| {name} | {num(t['text']['tokens_per_second'], 1)} ({t['text']['ids']} ids) | "
+            f"| {name} | {num(t['text']['tokens_per_second'], 1)} ({t['text']['ids']} ids; prompts "
+            f"{t['text']['prompt_ids']} ids) | "
             f"{num(t['audio']['tokens_per_second'], 1)} ({t['audio']['ids']} ids) | {num(t['audio'].get('rtf'), 2)} | "
             f"{num(t['train'].get('tokens_per_second'), 1)} | {num(t['train'].get('steps'))} | "
             f"{num(t['train'].get('train_tokens'))} |"

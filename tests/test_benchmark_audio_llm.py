@@ -1,0 +1,134 @@
+"""benchmarks/audio_llm.py: its statistics, selection, perplexity and log reading on tiny inputs; the whole
+``--quick`` run on a tiny audio LLM trained on real corpus clips is a slow test."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+from soundtok.llm import Instruction
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("audio_llm_bench", ROOT / "benchmarks" / "audio_llm.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def instruction(item_id: str, task: str, split: str = "test") -> Instruction:
+    choices = ("yes", "no") if task.startswith("classify_") else ()
+    return Instruction(f"{item_id}/{task}/0", item_id, task, split, "q?", "yes", True, ("yes",), choices)
+
+
+def test_wilson_interval(bench: ModuleType) -> None:
+    assert bench.wilson(0, 3) == pytest.approx((0.0, 0.5615), abs=1e-4)
+    assert bench.wilson(5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)
+    assert all(math.isnan(x) for x in bench.wilson(0, 0))
+
+
+def test_selection_is_round_robin_over_datasets(bench: ModuleType) -> None:
+    data = [instruction(f"esc50/{i}", "caption") for i in range(5)]
+    data += [instruction("clotho/a", "caption"), instruction("fsdd/0_x_0", "caption")]
+    data += [instruction("fsdd/1_x_0", "classify_digit"), instruction("fsdd/2_x_0", "caption", split="train")]
+    chosen = bench.select(data, 3, {})
+    assert list(chosen) == ["caption", "classify_digit"]  # task order; train instructions never count
+    assert [i.item_id for i in chosen["caption"]] == ["clotho/a", "esc50/0", "fsdd/0_x_0"]
+    assert len(bench.select(data, None, {})["caption"]) == 7
+
+
+def test_matching_and_sentence_case(bench: ModuleType) -> None:
+    assert bench.matches(" A Dog! ", ["cat", "a dog"]) and not bench.matches("a dog barks", ["a dog"])
+    assert bench.sentence_case("HE SAID  HELLO") == "He said hello."
+
+
+def test_perplexity_is_the_exponent_of_the_mean_nll(bench: ModuleType) -> None:
+    from soundtok.llm.dummies import tiny_causal_lm
+
+    model = tiny_causal_lm(40)
+    seqs = [torch.tensor([3, 5, 7, 9]), torch.tensor([4, 4, 6])]
+    out = bench.perplexity(model, seqs, masked=[30, 31, 32])
+    nll = []
+    for ids in seqs:
+        with torch.no_grad():
+            logp = model(input_ids=ids[None]).logits[0, :-1].log_softmax(-1)
+        nll += [-float(logp[k, int(ids[k + 1])]) for k in range(len(ids) - 1)]
+    assert out["scored_tokens"] == 5 and out["ppl"] == pytest.approx(math.exp(sum(nll) / 5), rel=1e-5)
+    assert out["ppl_text_ids_only"] < out["ppl"]  # masking ids that are never targets only sharpens the rest
+
+
+def test_training_speed_is_read_from_tensorboard(bench: ModuleType, tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    from torch.utils.tensorboard import SummaryWriter
+
+    for part, values in enumerate(([(1, 100.0), (2, 300.0)], [(3, 500.0)])):  # a resumed run: two event files
+        writer = SummaryWriter(str(tmp_path / "logs"), filename_suffix=f".{part}")
+        for step, value in values:
+            writer.add_scalar("train/tokens_per_second", value, step)
+        writer.close()
+    out = bench.train_speed(tmp_path, {"steps": 3, "train_tokens": 99})
+    assert out["tokens_per_second"] == pytest.approx(300.0) and out["logged_steps"] == 3
+    assert out["steps"] == 3 and out["train_tokens"] == 99
+    assert bench.train_speed(tmp_path / "nothing", {})["tokens_per_second"] is None
+
+
+@pytest.mark.slow
+def test_quick_benchmark_on_a_tiny_run(bench: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every section on a 2-step tiny Llama over real corpus clips (needs the shared corpus, Whisper base, DNSMOS,
+    Java and pycocoevalcap; about 2-3 minutes on 2 CPU cores, most of it training the three probes once)."""
+    pytest.importorskip("peft")
+    import soundtok.testing.dummies  # noqa: F401  (toy-tiny)
+    from soundtok.corpus import Manifest
+    from soundtok.corpus.loaders import load_shared_corpus
+    from soundtok.errors import CorpusError
+    from soundtok.llm.dummies import tiny_causal_lm, tiny_chat_tokenizer
+    from soundtok.llm.recipe import LLMTrainConfig, train_llm
+
+    try:
+        corpus = load_shared_corpus()
+    except CorpusError as exc:
+        pytest.skip(f"no shared corpus: {exc}")
+    items = [
+        item
+        for ds in ("esc50", "fsdd", "librispeech", "instruments", "ravdess")
+        for split in ("train", "test")
+        for item in sorted(corpus.filter(dataset=ds, split=split), key=lambda it: (it.duration, it.id))[:2]
+    ] + sorted(corpus.filter(dataset="clotho"), key=lambda it: it.id)[:1]
+    Manifest(items).to_jsonl(tmp_path / "m.jsonl")
+    tok = tiny_chat_tokenizer()
+    tiny_causal_lm(len(tok)).save_pretrained(tmp_path / "llm")
+    tok.save_pretrained(tmp_path / "llm")
+    cfg = LLMTrainConfig.model_validate(
+        {"llm": str(tmp_path / "llm"), "audio_tokenizer": "toy-tiny", "manifest": str(tmp_path / "m.jsonl"),
+         "lora": {"r": 2, "alpha": 4}, "steps": 2, "batch_size": 2, "max_length": 8192, "log_every": 1}
+    )  # fmt: skip
+    train_llm(cfg, tmp_path / "run")
+
+    out = tmp_path / "out"
+    argv = ["audio_llm.py", "--runs", str(tmp_path / "run"), "--quick", "--threads", "1"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--work", str(tmp_path / "work"), "--out", str(out)])
+    bench.main()
+    report = json.loads((out / "audio_llm.json").read_text())
+    run = report["runs"]["run"]
+    assert set(run["tasks"]) == {
+        "caption", "classify_event", "classify_instrument", "classify_emotion", "classify_digit", "classify_gender",
+        "asr", "open_question", "text_to_audio",
+    }  # fmt: skip
+    assert set(run["tasks"]["caption"]) >= {"clotho", "templated"}
+    assert run["text_ability"]["base"]["same_tokens_as_run"] is True
+    assert run["throughput"]["train"]["logged_steps"] == 2
+    text = (out / "audio_llm.md").read_text()
+    for section in ("Understanding", "Captioning", "Text to audio", "Text ability kept", "Throughput", "Context cost"):
+        assert f"## {section}" in text
