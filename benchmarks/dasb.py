@@ -128,6 +128,14 @@ def check_semantic_store(system: str, paths: dict[str, Path], ids: list[str]) ->
     return same / max(total, 1)
 
 
+def _by_command(results: dict[str, Any]) -> dict[str, list[str]]:
+    """command -> the rows it made (rows from before commands were recorded: the top-level command)."""
+    out: dict[str, list[str]] = {}
+    for system, row in results["rows"].items():
+        out.setdefault(row.get("command", results["command"]), []).append(system)
+    return out
+
+
 def encode_rtf(system: str, threads: int) -> tuple[float, float]:
     """(nominal bit/s, encode real-time factor on 30 s of speech). A continuous row has no bitrate; its RTF is that
     of the layer-6 semantic tokenizer (Whisper to layer 6 plus the nearest-centroid search: an upper bound)."""
@@ -157,6 +165,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ids = sorted({it.id for s in splits.values() for it in (*s.train, *s.test)})
     for system in args.systems:
         row = results["rows"].setdefault(system, {"tasks": {}})
+        row.setdefault("command", this_command())  # the run that made the row (--resume adds rows to older ones)
         spec, inputs = system_inputs(system, ids, paths, args.work)
         if "bitrate" not in row:
             row["bitrate"], row["encode_rtf"] = encode_rtf(system, args.threads)
@@ -181,10 +190,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+def this_command() -> str:
+    command = " ".join(shlex.quote(a) for a in sys.argv)
+    return command if command.startswith("python ") else f"python {command}"
+
+
 def write(results: dict[str, Any], args: argparse.Namespace) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
-    command = " ".join(shlex.quote(a) for a in sys.argv)
-    results["command"] = command if command.startswith("python ") else f"python {command}"
+    results["command"] = this_command()
     results["machine"] = f"{platform.processor() or platform.machine()}, probes on 1 thread each"
     results["probe"] = BENCHMARK_PROBE.to_dict()
     (args.out / "dasb.json").write_text(json.dumps(results, indent=1))
@@ -193,7 +206,7 @@ def write(results: dict[str, Any], args: argparse.Namespace) -> None:
     lines = [
         "# DASB-style probes on the shared corpus",
         "",
-        f"Command: `{results['command']}`  ",
+        "Commands: " + "; ".join(f"`{c}` ({', '.join(rows)})" for c, rows in _by_command(results).items()) + "  ",
         f"Machine: {results['machine']}; probe {results['probe']}; {args.seeds} seeds: mean [95% interval].",
         "",
         "| system | " + " | ".join(head) + " | bit/s | encode RTF |",
