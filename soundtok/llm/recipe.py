@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -233,18 +232,9 @@ def load_audio_llm(folder: str | os.PathLike[str], *, device: str | torch.device
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m soundtok.llm.recipe CONFIG.yaml RUN_DIR [key=value ...]``"""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) < 2:
-        print(main.__doc__)
-        return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
-    logging.getLogger("accelerate").setLevel(logging.WARNING)
-    try:
-        train_llm(load_llm_config(args[0], args[2:]), args[1])
-    except SoundtokError as exc:
-        log.error("%s", exc)
-        return 1
-    return 0
+    from soundtok.train.state import recipe_main
+
+    return recipe_main(train_llm, argv, main.__doc__ or "", load=load_llm_config)
 
 
 if __name__ == "__main__":

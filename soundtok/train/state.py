@@ -9,7 +9,7 @@ import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, TypeVar, cast
 
 import torch
 from torch import nn
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STATE_DIR = "state"
+C = TypeVar("C")  # a recipe's config
 
 
 def latest_state(run_dir: Path) -> tuple[int, Path] | None:
@@ -70,10 +71,17 @@ def sync_quantizer(quantizer: nn.Module) -> None:
             torch.distributed.broadcast(tensor.data, src=0)
 
 
-def recipe_main(train: Callable[[TrainConfig, str], object], argv: list[str] | None, usage: str) -> int:
-    """The command line of a recipe module: ``CONFIG.yaml RUN_DIR [key=value ...]`` (works under accelerate)."""
+def recipe_main(
+    train: Callable[[C, str], object],
+    argv: list[str] | None,
+    usage: str,
+    load: Callable[[str, list[str]], C] | None = None,
+) -> int:
+    """The command line of a recipe module: ``CONFIG.yaml RUN_DIR [key=value ...]`` (works under accelerate).
+    ``load`` reads the config (default: :func:`soundtok.train.config.load_config`, a :class:`TrainConfig`)."""
     from soundtok.train.config import load_config
 
+    read = load or load_config
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) < 2:
         print(usage)
@@ -82,7 +90,7 @@ def recipe_main(train: Callable[[TrainConfig, str], object], argv: list[str] | N
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # it logs every file of every saved state
     try:
-        train(load_config(args[0], args[2:]), args[1])
+        train(read(args[0], args[2:]), args[1])  # type: ignore[arg-type]
     except SoundtokError as exc:
         log.error("%s", exc)
         return 1
