@@ -27,7 +27,9 @@ def chat(
     output: Annotated[Path | None, typer.Option("-o", "--output", help="where --speak writes its audio")] = None,
     max_new_tokens: Annotated[int, typer.Option(help="longest text answer, in tokens")] = 64,
     max_seconds: Annotated[float, typer.Option(help="longest audio answer (--speak)")] = 5.0,
-    temperature: Annotated[float, typer.Option(help="sampling temperature (text: 0 = greedy)")] = 0.0,
+    temperature: Annotated[
+        float | None, typer.Option(help="sampling temperature; default: 0 (greedy) for text, 1 for --speak")
+    ] = None,
     seed: Annotated[int, typer.Option(help="sampling seed")] = 0,
     force: Force = False,
 ) -> None:
@@ -45,7 +47,8 @@ def chat(
     llm = load_audio_llm(model_dir)
     if speak is not None:
         assert output is not None
-        wav = llm.speak(speak, max_seconds=max_seconds, temperature=temperature or 1.0, seed=seed)
+        audio_temperature = 1.0 if temperature is None else temperature
+        wav = llm.speak(speak, max_seconds=max_seconds, temperature=audio_temperature, seed=seed)
         save_audio(output, wav[0], llm.audio.sample_rate, force=force)
         typer.echo(f"{output} ({wav.shape[-1] / llm.audio.sample_rate:.2f} s)")
         return
@@ -55,7 +58,8 @@ def chat(
         tokens = llm.audio_tokens(wav, sr)
     questions = [question] if question is not None else _stdin_lines()
     for q in questions:
-        typer.echo(llm.ask_tokens(q, tokens, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed))
+        text_temperature = 0.0 if temperature is None else temperature
+        typer.echo(llm.ask_tokens(q, tokens, max_new_tokens=max_new_tokens, temperature=text_temperature, seed=seed))
 
 
 def _stdin_lines() -> list[str]:

@@ -108,8 +108,8 @@ def prepare_data(cfg: LLMTrainConfig, run_dir: Path, audio: AudioTokenizer) -> l
                 f"{path} holds other instructions than this config builds (corpus, datasets, tasks, seed or "
                 "templates_per_item changed); use a new run folder"
             )
-    else:
-        to_jsonl(instructions, path)
+    else:  # every process of a multi-process run builds the same list; replacing it is harmless
+        to_jsonl(instructions, path, force=True)
     needed = {ins.item_id for ins in instructions}
     items = Manifest([item for item in manifest if item.id in needed])
     tokenize_corpus(items, audio, run_dir / TOKENS_DIR)
@@ -147,11 +147,13 @@ def train_llm(cfg: LLMTrainConfig, run_dir: str | os.PathLike[str]) -> Path | No
     )  # fmt: skip
     if run.adapter_dir is None:
         return None
+    out = run_dir / MODEL_DIR
+    if int(os.environ.get("RANK", "0")) != 0:  # one process exports
+        return out
     from peft import PeftModel
 
     fresh, tokenizer, vocab = _extended_llm(cfg, audio)
     peft_model = PeftModel.from_pretrained(fresh, str(run.adapter_dir))
-    out = run_dir / MODEL_DIR
     merge_and_save(peft_model, out, tokenizer, vocab, force=True)
     meta = {
         "audio_tokenizer": cfg.audio_tokenizer,
