@@ -125,6 +125,22 @@ def _check(temperature: float, top_k: int) -> None:
         raise GenerationError(f"top_k must be >= 0 (0 = no limit), got {top_k}")
 
 
+def _start(
+    model: PreTrainedModel,
+    fmt: PromptFormat,
+    turns: Sequence[Turn],
+    temperature: float,
+    top_k: int,
+    seed: int,
+    forced: Sequence[int] = (),
+) -> tuple[_Decoder, torch.Generator]:
+    """Check the sampling settings, run the prompt (plus ``forced`` ids) through the model, seed the sampler."""
+    _check(temperature, top_k)
+    prompt = fmt.render(turns, add_generation_prompt=True).input_ids
+    ids = torch.cat([prompt, torch.tensor(list(forced), dtype=torch.long)])
+    return _Decoder(model, ids), torch.Generator().manual_seed(seed)
+
+
 @torch.no_grad()
 def generate_text(
     model: PreTrainedModel,
@@ -137,12 +153,9 @@ def generate_text(
     seed: int = 0,
 ) -> TextAnswer:
     """The model's text answer to ``turns`` (module docstring)."""
-    _check(temperature, top_k)
-    prompt = fmt.render(turns, add_generation_prompt=True).input_ids
-    decoder = _Decoder(model, prompt)
+    decoder, gen = _start(model, fmt, turns, temperature, top_k, seed)
     banned = torch.tensor(fmt.vocab.ids if fmt.vocab is not None else [], dtype=torch.long)
     stops = set(stop_ids(fmt.tokenizer))
-    gen = torch.Generator().manual_seed(seed)
     out: list[int] = []
     logits = decoder.logits
     for _ in range(max_new_tokens):
@@ -187,7 +200,6 @@ def generate_audio(
     seed: int = 0,
 ) -> AudioAnswer:
     """An audio answer to ``turns``, decoded under the interleaving grammar (module docstring)."""
-    _check(temperature, top_k)
     vocab = fmt.vocab
     if vocab is None:
         raise GenerationError("an audio answer needs the PromptFormat's audio vocabulary (PromptFormat(tok, vocab))")
@@ -198,9 +210,7 @@ def generate_audio(
     levels, can_end = _grammar(vocab, limit)
     allowed = [torch.tensor(vocab.id_range(lv)) for lv in range(len(vocab.levels))]
 
-    prompt = fmt.render(turns, add_generation_prompt=True).input_ids
-    decoder = _Decoder(model, torch.cat([prompt, torch.tensor([vocab.audio_start_id])]))
-    gen = torch.Generator().manual_seed(seed)
+    decoder, gen = _start(model, fmt, turns, temperature, top_k, seed, forced=[vocab.audio_start_id])
     codes: list[int] = []
     ended = False
     logits = decoder.logits
