@@ -14,7 +14,14 @@ import soundtok.testing.dummies  # noqa: F401  (registers toy-tiny)
 from soundtok.errors import OutputExistsError
 from soundtok.llm import AudioVocab, Turn, extend_vocab, render
 from soundtok.llm.dummies import tiny_causal_lm, tiny_chat_tokenizer
-from soundtok.llm.lora import LoRASettings, apply_lora, merge_and_save, trainable_parameters, weighted_lm_loss
+from soundtok.llm.lora import (
+    LoRASettings,
+    apply_lora,
+    merge_and_save,
+    supervised_mask,
+    trainable_parameters,
+    weighted_lm_loss,
+)
 from soundtok.types import Tokens
 
 if TYPE_CHECKING:
@@ -50,6 +57,38 @@ def example(tok: PreTrainedTokenizerBase, vocab: AudioVocab) -> tuple[torch.Tens
 
 # ------------------------------------------------------------------------------------------------------------
 # the loss
+def test_supervised_logits_only_give_the_same_loss_and_gradients() -> None:
+    """``logits_to_keep=supervised_mask(w)`` (the training loop's forward) changes cost, not the loss: a padded
+    batch of two rows through the peft model gives the full-logits loss and gradients."""
+    model, tok, vocab = extended()
+    ids, weights = example(tok, vocab)  # [1, N]
+    n = ids.shape[1]
+    short = n - 5  # a second, shorter row: the first `short` ids, right-padded with weight 0 and mask 0
+    batch_ids = torch.cat([ids, torch.cat([ids[:, :short], torch.zeros(1, 5, dtype=ids.dtype)], 1)])
+    batch_w = torch.cat([weights, torch.cat([weights[:, :short], torch.zeros(1, 5)], 1)])
+    mask = torch.ones_like(batch_ids)
+    mask[1, short:] = 0
+    peft_model = apply_lora(model, vocab, LoRASettings(r=4, alpha=8, dropout=0.0))
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+
+    def loss_and_grads(**keep: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        logits = peft_model(input_ids=batch_ids, attention_mask=mask, **keep).logits
+        total = weighted_lm_loss(logits, batch_ids, batch_w, z_loss=1e-2).total
+        return total.detach(), list(torch.autograd.grad(total, params))
+
+    keep = supervised_mask(batch_w)
+    assert keep.shape == batch_ids.shape and not keep[:, -1].any()
+    assert int(keep.sum()) == int((batch_w[:, 1:] > 0).sum())
+    full, full_grads = loss_and_grads()
+    kept, kept_grads = loss_and_grads(logits_to_keep=keep)
+    assert peft_model(input_ids=batch_ids, attention_mask=mask, logits_to_keep=keep).logits.shape[0] == keep.sum()
+    torch.testing.assert_close(kept, full)
+    for a, b in zip(kept_grads, full_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="supervised positions"):
+        weighted_lm_loss(torch.zeros(3, 7), batch_ids, batch_w)
+
+
 def test_loss_matches_hand_computation() -> None:
     torch.manual_seed(0)
     logits = torch.randn(2, 4, 5)

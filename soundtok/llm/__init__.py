@@ -8,7 +8,8 @@
 * :mod:`soundtok.llm.prompt`: ``render(turns, tokenizer, vocab) -> Rendered`` (``input_ids``, ``loss_weights``),
   the one prompt format.
 * :mod:`soundtok.llm.lora`: ``apply_lora(model, vocab, LoRASettings())`` (peft LoRA + the new audio rows only),
-  ``weighted_lm_loss`` (per-token weights + z-loss), ``merge_and_save``.
+  ``weighted_lm_loss`` (per-token weights + z-loss; ``supervised_mask`` keeps only the supervised logits),
+  ``merge_and_save``.
 * :mod:`soundtok.llm.train`: ``train_lora(...) -> LoRARun``: the resumable LoRA loop over rendered instructions.
 * :mod:`soundtok.llm.instructions`: ``build_instructions(manifest)``: instruction examples (captions, classification,
   ASR, open questions, text-to-audio) from the corpus labels, following the corpus splits; ``render_instruction``.
@@ -31,6 +32,7 @@ from soundtok.llm.lora import (
     LossParts,
     apply_lora,
     merge_and_save,
+    supervised_mask,
     trainable_parameters,
     weighted_lm_loss,
 )
@@ -108,6 +110,7 @@ __all__ = [
     "Rendered",
     "resize_embeddings",
     "split_counts",
+    "supervised_mask",
     "TextPart",
     "to_jsonl",
     "TokenKind",

@@ -172,34 +172,49 @@ class LossParts:
     tokens: int
 
 
+def supervised_mask(weights: torch.Tensor) -> torch.Tensor:
+    """``[B, T]`` bool, True at the supervised positions ``S`` (module docstring): ``t`` with ``weights[b, t + 1] > 0``.
+
+    Pass it as ``logits_to_keep`` to a Hugging Face causal LM and the output head runs on those positions only
+    (``[N, V]`` logits): the loss is unchanged and the head's cost and memory fall by ``T * B / N``.
+    """
+    keep = torch.zeros(weights.shape, dtype=torch.bool, device=weights.device)
+    keep[:, :-1] = weights[:, 1:] > 0
+    return keep
+
+
 def weighted_lm_loss(
     logits: torch.Tensor, input_ids: torch.Tensor, weights: torch.Tensor, z_loss: float = 0.0
 ) -> LossParts:
     """Weighted next-token cross-entropy plus z-loss (module docstring); computed in float32.
 
-    ``logits [B, T, V]``, ``input_ids [B, T]``, ``weights [B, T]`` (``weights[b, t]`` weighs ``input_ids[b, t]`` as
-    a target; 0 for prompt and padding).
+    ``input_ids [B, T]``, ``weights [B, T]`` (``weights[b, t]`` weighs ``input_ids[b, t]`` as a target; 0 for prompt
+    and padding). ``logits`` is either ``[B, T, V]`` (every position) or ``[N, V]``: the supervised positions only,
+    in row-major order, as a model returns them for ``logits_to_keep=supervised_mask(weights)``.
     """
-    if logits.ndim != 3:
-        raise ValueError(f"expected logits shaped [B, T, V], got {tuple(logits.shape)}")
-    if input_ids.shape != logits.shape[:2] or weights.shape != logits.shape[:2]:
-        raise ValueError(
-            f"input_ids {tuple(input_ids.shape)} and weights {tuple(weights.shape)} must both be [B, T] = "
-            f"{tuple(logits.shape[:2])} of logits {tuple(logits.shape)}"
-        )
+    if input_ids.ndim != 2 or weights.shape != input_ids.shape:
+        raise ValueError(f"input_ids {tuple(input_ids.shape)} and weights {tuple(weights.shape)} must both be [B, T]")
     if z_loss < 0:
         raise ValueError(f"the z-loss coefficient must be >= 0, got {z_loss}")
     if bool((weights < 0).any()):
         raise ValueError("loss weights must be >= 0 (0 for prompt and padding)")
-    w = weights[:, 1:].float()  # [B, T-1]: weight of the target of position t
-    mask = w > 0  # [B, T-1]: the supervised positions S
-    n = int(mask.sum())
+    keep = supervised_mask(weights)  # [B, T]
+    n = int(keep.sum())
+    if logits.ndim == 3 and logits.shape[:2] == input_ids.shape:
+        pred = logits[keep]  # [N, V]
+    elif logits.ndim == 2 and logits.shape[0] == n:
+        pred = logits
+    else:
+        raise ValueError(
+            f"expected logits shaped [B, T, V] with [B, T] = {tuple(input_ids.shape)}, or [N, V] with N = {n} "
+            f"supervised positions; got {tuple(logits.shape)}"
+        )
     if n == 0:
         zero = logits.sum() * 0.0  # keeps the graph: backward gives zero gradients
         return LossParts(zero, zero.detach(), zero.detach(), 0)
-    pred = logits[:, :-1][mask].float()  # [N, V]
-    target = input_ids[:, 1:][mask]  # [N]
-    w = w[mask]  # [N]
+    pred = pred.float()
+    target = input_ids.roll(-1, dims=1)[keep]  # [N]: the token after each supervised position
+    w = weights.roll(-1, dims=1)[keep].float()  # [N]
     ce = (F.cross_entropy(pred, target, reduction="none") * w).sum() / w.sum()
     z = z_loss * torch.logsumexp(pred, dim=-1).pow(2).mean()
     return LossParts(ce + z, ce, z, n)

@@ -13,9 +13,10 @@ examples with replacement, so a resumed run sees exactly the batches a straight 
 right to the longest one with the tokenizer's pad id, weight 0 and attention mask 0 (:func:`collate`). With several
 processes each takes every ``num_processes``-th example of the step's batch.
 
-*Step*: ``loss = weighted_lm_loss(logits, input_ids, loss_weights, settings.z_loss).total``, AdamW over the
-trainable parameters only (LoRA matrices and the new audio rows), gradients clipped to norm 1. LoRA dropout draws
-from a generator seeded by ``(seed, step, rank)``, so it too is a function of the step.
+*Step*: ``loss = weighted_lm_loss(logits, input_ids, loss_weights, settings.z_loss).total`` with the logits of the
+supervised positions only (``logits_to_keep=supervised_mask(loss_weights)``: same loss, the head skips the prompt),
+AdamW over the trainable parameters only (LoRA matrices and the new audio rows), gradients clipped to norm 1.
+LoRA dropout draws from a generator seeded by ``(seed, step, rank)``, so it too is a function of the step.
 
 *Resume*: every ``checkpoint_every`` steps (and at the end of each call) the accelerate state (weights, optimiser,
 counters) is written to ``run_dir/state/step-XXXXXXX`` (:func:`soundtok.train.state.save_state`); a new call on the
@@ -49,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from soundtok.llm.instructions import Instruction, render_instruction
-from soundtok.llm.lora import LoRASettings, apply_lora, weighted_lm_loss
+from soundtok.llm.lora import LoRASettings, apply_lora, supervised_mask, weighted_lm_loss
 from soundtok.llm.prompt import CHATML_TEMPLATE, LossWeights, PromptFormat, Rendered
 from soundtok.train.state import resume, save_state
 from soundtok.types import Tokens
@@ -239,7 +240,7 @@ def train_lora(
         # dropout is a function of (seed, step, rank), so a resumed run draws the masks a straight run draws
         torch.manual_seed(hash((seed, step, rank)) & 0x7FFF_FFFF)  # hash of ints: the same in every interpreter
         prepared.train()
-        logits = prepared(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits  # [B, T, V]
+        logits = _supervised_logits(prepared, batch)  # [N, V], or [B, T, V] for a model without logits_to_keep
         parts = weighted_lm_loss(logits, batch.input_ids, batch.loss_weights, settings.z_loss)
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(parts.total)
@@ -289,6 +290,19 @@ def train_lora(
         adapter_dir=adapter_dir,
         losses=tuple(losses),
     )
+
+
+def _supervised_logits(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+    """The logits the loss reads: ``[N, V]`` at the supervised positions only (``logits_to_keep``, which Hugging Face
+    causal LMs take), so the output head, the largest matrix of a small LLM, skips the prompt. A model whose
+    ``forward`` has no ``logits_to_keep`` gives all ``[B, T, V]``; the loss is the same either way."""
+    inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+    try:
+        return model(**inputs, logits_to_keep=supervised_mask(batch.loss_weights)).logits
+    except TypeError as error:
+        if "logits_to_keep" not in str(error):
+            raise
+        return model(**inputs).logits
 
 
 __all__ = ["ADAPTER_DIR", "Batch", "LoRARun", "batch_indices", "collate", "render_examples", "train_lora"]
