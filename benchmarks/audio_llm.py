@@ -11,7 +11,9 @@ tested on: nothing is encoded again). Several runs are scored on the same settin
 *Selection.* ``--limit N`` keeps N test instructions per task (and N perplexity texts), taken round robin over the
 source datasets (an item's dataset is its manifest dataset, else the prefix of its id; within a dataset in id
 order), so every dataset stays represented; default: all. ``--quick`` (a smoke test) is ``--limit 4``,
-``--max-seconds 2``.
+``--max-seconds 2``. ``--resume`` keeps the runs already in ``--out/audio_llm.json`` (same settings and threads,
+same model: steps and training tokens) and scores the others, so runs can be scored as they finish; each run records
+the command, date and seconds of its scoring.
 
 Definitions
 -----------
@@ -597,6 +599,11 @@ def examples(
     return out
 
 
+def model_key(meta: dict[str, Any]) -> dict[str, Any]:
+    """What identifies a trained run's model for ``--resume``: its tokenizer, LLM, steps and training tokens."""
+    return {k: meta.get(k) for k in ("llm", "audio_tokenizer", "steps", "train_tokens")}
+
+
 def evaluate_run(run: Path, args: argparse.Namespace, shared: Shared) -> dict[str, Any]:
     meta = json.loads((run / MODEL_DIR / META_FILE).read_text())
     ensure_registered(str(meta["audio_tokenizer"]))
@@ -613,6 +620,7 @@ def evaluate_run(run: Path, args: argparse.Namespace, shared: Shared) -> dict[st
     answers, too_long = answer_all(llm, tasks, store, args, text_clock, train_length)
     result: dict[str, Any] = {
         "run": str(run),
+        "model": model_key(meta),
         "llm": meta.get("llm"),
         "audio_tokenizer": meta.get("audio_tokenizer"),
         "tasks": understanding(tasks, answers, items),
@@ -741,6 +749,14 @@ def num(x: Any, digits: int = 3) -> str:
     return f"{x:,.{digits}f}" if isinstance(x, float) else f"{x:,}"
 
 
+def by_command(report: dict[str, Any]) -> dict[str, list[str]]:
+    """The command that scored each run (``--resume`` adds runs to a report made earlier) -> the run names."""
+    out: dict[str, list[str]] = defaultdict(list)
+    for name, result in report["runs"].items():
+        out[result.get("command", report["command"])].append(name)
+    return dict(out)
+
+
 def markdown(report: dict[str, Any]) -> str:
     runs = report["runs"]
     names = list(runs)
@@ -749,7 +765,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         "# Audio LLM benchmark",
         "",
-        f"Command: `{report['command']}`  ",
+        "Commands: " + "; ".join(f"`{c}` ({', '.join(n)})" for c, n in by_command(report).items()) + "  ",
         f"Date: {report['date']}, {report['seconds']} s. Machine: {report['machine']}; {report['threads']} "
         "torch thread(s).  ",
         "Settings: " + ", ".join(f"{k} {v}" for k, v in report["settings"].items()) + ".",
@@ -962,6 +978,28 @@ def write(report: dict[str, Any], out: Path) -> str:
     return text
 
 
+def previous_runs(out: Path, report: dict[str, Any], runs: dict[str, Path]) -> dict[str, Any]:
+    """``--resume``: the runs already scored in ``out/audio_llm.json`` on the same settings and thread count, whose
+    model is still the one in their folder (a run trained further is scored again); runs of that report that this
+    command does not name are kept too. A report with other settings is refused, never mixed in."""
+    path = out / "audio_llm.json"
+    if not path.is_file():
+        return {}
+    old = json.loads(path.read_text())
+    for key in ("settings", "threads"):
+        if old.get(key) != report[key]:
+            raise SystemExit(f"--resume: {path} was made with {key} {old.get(key)}, not {report[key]}; "
+                             "drop --resume or pass another --out")  # fmt: skip
+    kept = {}
+    for name, result in old.get("runs", {}).items():
+        folder = runs.get(name, Path(result["run"]))
+        meta_path = folder / MODEL_DIR / META_FILE
+        current = model_key(json.loads(meta_path.read_text())) if meta_path.is_file() else None
+        if current is not None and result.get("model") == current:
+            kept[name] = result
+    return kept
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", nargs="+", type=Path, required=True, help="run folders (each with model/)")
@@ -978,6 +1016,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--save-audio", action="store_true", help="also write the generated audio under --out")
     parser.add_argument("--quick", action="store_true", help="a smoke test: 4 per task, 2 s of audio")
+    parser.add_argument("--resume", action="store_true", help="keep the runs already scored in --out/audio_llm.json")
     args = parser.parse_args()
     if args.quick:
         args.limit = args.limit or 4
@@ -1010,8 +1049,15 @@ def main() -> None:
         "text": {"texts": len(shared.texts), "example": shared.texts[0] if shared.texts else ""},
         "runs": {},
     }
+    report["runs"] = previous_runs(args.out, report, dict(zip(names, args.runs, strict=True))) if args.resume else {}
     for name, run in zip(names, args.runs, strict=True):
+        if name in report["runs"]:
+            log.info("%s: kept from %s (--resume)", name, args.out / "audio_llm.json")
+            continue
+        t0 = time.time()
         report["runs"][name] = evaluate_run(run, args, shared)
+        report["runs"][name] |= {"command": report["command"], "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                 "seconds": round(time.time() - t0, 1)}  # fmt: skip
         report["probes"] = shared.probes_summary()
         report["context_cost"] = []
         report["seconds"] = round(time.time() - started, 1)

@@ -132,3 +132,35 @@ def test_quick_benchmark_on_a_tiny_run(bench: ModuleType, tmp_path: Path, monkey
     text = (out / "audio_llm.md").read_text()
     for section in ("Understanding", "Captioning", "Text to audio", "Text ability kept", "Throughput", "Context cost"):
         assert f"## {section}" in text
+
+
+def test_resume_keeps_only_runs_whose_model_is_unchanged(bench: ModuleType, tmp_path: Path) -> None:
+    def trained(name: str, steps: int) -> Path:
+        model = tmp_path / name / "model"
+        model.mkdir(parents=True, exist_ok=True)
+        meta = {"llm": "smollm2-135m", "audio_tokenizer": "msn-16k", "steps": steps, "train_tokens": 10 * steps}
+        (model / "soundtok_llm.json").write_text(json.dumps(meta))
+        return tmp_path / name
+
+    a, b = trained("a", 50), trained("b", 50)
+    report = {"settings": {"limit": 4}, "threads": 1, "command": "python x", "runs": {}}
+    old = {
+        **report,
+        "runs": {
+            name: {"run": str(run), "model": bench.model_key(json.loads((run / "model/soundtok_llm.json").read_text()))}
+            for name, run in (("a", a), ("b", b))
+        },
+    }
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "audio_llm.json").write_text(json.dumps(old))
+    trained("b", 100)  # b was trained further since: scored again
+    kept = bench.previous_runs(out, report, {"a": a, "b": b})
+    assert list(kept) == ["a"]
+    assert bench.previous_runs(tmp_path / "nothing", report, {"a": a}) == {}
+    with pytest.raises(SystemExit, match="settings"):
+        bench.previous_runs(out, {**report, "settings": {"limit": 8}}, {"a": a})
+    assert bench.by_command({"command": "now", "runs": {"a": {"command": "then"}, "b": {}}}) == {
+        "then": ["a"],
+        "now": ["b"],
+    }
