@@ -566,21 +566,31 @@ def text_ability(llm: AudioLLM, meta: dict[str, Any], texts: list[str], shared: 
 
 
 def train_speed(run: Path, meta: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {"steps": meta.get("steps"), "train_tokens": meta.get("train_tokens")}
+    """Training speed and loss from the run's TensorBoard log: the mean of ``train/tokens_per_second`` over the
+    logged steps, and ``loss/total`` of the first and last log windows. Only steps up to the merged model's
+    ``steps`` count (a killed call may have logged steps whose state was never saved; a later call logs them anew)."""
+    steps = meta.get("steps")
+    out: dict[str, Any] = {"steps": steps, "train_tokens": meta.get("train_tokens")}
     logs = run / "logs"
     try:
         from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     except ImportError:
         return out | {"tokens_per_second": None, "note": "tensorboard is not installed"}
-    per_step: dict[int, float] = {}
-    for events in sorted(logs.glob("events.out.tfevents.*")):  # a resumed run has one file per call
+    scalars: dict[str, dict[int, float]] = {"train/tokens_per_second": {}, "loss/total": {}}
+    for events in sorted(logs.glob("events.out.tfevents.*")):  # one file per call, in time order: later calls win
         acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
         acc.Reload()
-        if "train/tokens_per_second" in acc.Tags().get("scalars", []):
-            per_step.update({e.step: e.value for e in acc.Scalars("train/tokens_per_second")})
-    if not per_step:
+        for tag, values in scalars.items():
+            if tag in acc.Tags().get("scalars", []):
+                values.update({e.step: e.value for e in acc.Scalars(tag) if steps is None or e.step <= steps})
+    speed, loss = scalars["train/tokens_per_second"], scalars["loss/total"]
+    if not speed:
         return out | {"tokens_per_second": None, "note": f"no train/tokens_per_second in {logs}"}
-    return out | {"tokens_per_second": float(np.mean(list(per_step.values()))), "logged_steps": len(per_step)}
+    out |= {"tokens_per_second": float(np.mean(list(speed.values()))), "logged_steps": len(speed)}
+    if loss:
+        first, last = min(loss), max(loss)
+        out |= {"loss_first": {"step": first, "loss": loss[first]}, "loss_last": {"step": last, "loss": loss[last]}}
+    return out
 
 
 def examples(
@@ -897,8 +907,8 @@ def markdown(report: dict[str, Any]) -> str:
         "TensorBoard log (its own machine and threads).",
         "",
         "| run | text gen tokens/s | audio gen tokens/s | audio RTF | train tokens/s | train steps | "
-        "supervised train tokens |",
-        "|---|---|---|---|---|---|---|",
+        "supervised train tokens | train loss (step: first → last log window) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, r in runs.items():
         t = r["throughput"]
@@ -907,7 +917,7 @@ def markdown(report: dict[str, Any]) -> str:
             f"{t['text']['prompt_ids']} ids) | "
             f"{num(t['audio']['tokens_per_second'], 1)} ({t['audio']['ids']} ids) | {num(t['audio'].get('rtf'), 2)} | "
             f"{num(t['train'].get('tokens_per_second'), 1)} | {num(t['train'].get('steps'))} | "
-            f"{num(t['train'].get('train_tokens'))} |"
+            f"{num(t['train'].get('train_tokens'))} | {loss_change(t['train'])} |"
         )
     lines += [
         "",
@@ -940,6 +950,13 @@ def markdown(report: dict[str, Any]) -> str:
         refs = " / ".join(ex["references"][:3]) + (" / ..." if len(ex["references"]) > 3 else "")
         lines.append(f"| {task} | {cell(ex['question'])} | {cell(ex['answer'])} | {cell(refs)} |")
     return "\n".join(lines) + "\n"
+
+
+def loss_change(train: dict[str, Any]) -> str:
+    first, last = train.get("loss_first"), train.get("loss_last")
+    if not first or not last:
+        return "—"
+    return f"{first['step']}: {first['loss']:.2f} → {last['step']}: {last['loss']:.2f}"
 
 
 def cell(text: str, width: int = 90) -> str:
@@ -1053,6 +1070,8 @@ def main() -> None:
     for name, run in zip(names, args.runs, strict=True):
         if name in report["runs"]:
             log.info("%s: kept from %s (--resume)", name, args.out / "audio_llm.json")
+            meta = json.loads((run / MODEL_DIR / META_FILE).read_text())
+            report["runs"][name]["throughput"]["train"] = train_speed(run, meta)  # the log, read again
             continue
         t0 = time.time()
         report["runs"][name] = evaluate_run(run, args, shared)

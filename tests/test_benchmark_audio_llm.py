@@ -73,13 +73,17 @@ def test_training_speed_is_read_from_tensorboard(bench: ModuleType, tmp_path: Pa
     pytest.importorskip("tensorboard")
     from torch.utils.tensorboard import SummaryWriter
 
-    for part, values in enumerate(([(1, 100.0), (2, 300.0)], [(3, 500.0)])):  # a resumed run: two event files
+    # a resumed run: two event files; the first call also logged step 4, whose state a kill lost (not counted)
+    for part, values in enumerate(([(1, 100.0), (2, 300.0), (4, 900.0)], [(3, 500.0)])):
         writer = SummaryWriter(str(tmp_path / "logs"), filename_suffix=f".{part}")
         for step, value in values:
             writer.add_scalar("train/tokens_per_second", value, step)
+            writer.add_scalar("loss/total", 10.0 / step, step)
         writer.close()
     out = bench.train_speed(tmp_path, {"steps": 3, "train_tokens": 99})
     assert out["tokens_per_second"] == pytest.approx(300.0) and out["logged_steps"] == 3
+    assert out["loss_first"] == {"step": 1, "loss": 10.0} and out["loss_last"]["step"] == 3
+    assert bench.loss_change(out) == "1: 10.00 → 3: 3.33"
     assert out["steps"] == 3 and out["train_tokens"] == 99
     assert bench.train_speed(tmp_path / "nothing", {})["tokens_per_second"] is None
 
