@@ -28,7 +28,9 @@ as spaces, spaces collapsed).
 
 1. **Classification** (``classify_*``): accuracy = fraction of matched answers, with a 95% Wilson score interval;
    *chance* = mean over the instructions of 1 / (number of choices listed in the question): a uniform guess among
-   the choices.
+   the choices. *Blind prior* (:func:`blind_prior`, also for open questions): the accuracy of answering every test
+   question with the train split's most frequent answer to the same question, i.e. without hearing the audio; a
+   model beats it only by using the audio.
 2. **ASR**: corpus WER = total word errors / total reference words, after ``normalize_text`` (an utterance's
    errors = :func:`soundtok.eval.asr.wer` x its reference words); 95% interval by bootstrap over utterances.
 3. **Captioning**: :func:`soundtok.eval.captions.caption_scores` (its docstring defines BLEU-4, METEOR, ROUGE-L,
@@ -95,7 +97,7 @@ import platform
 import shlex
 import sys
 import time
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -452,6 +454,27 @@ def understanding(
     return out
 
 
+def blind_prior(instructions: Sequence[Instruction], tasks: dict[str, list[Instruction]]) -> dict[str, Any]:
+    """The accuracy of a model that never hears the audio: to each selected test question it gives the train split's
+    most frequent answer to the same question (classification: the majority class of its options; ties: the first
+    in file order), else the task's most frequent train answer. Classification and open questions only."""
+    by_question: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
+    by_task: dict[str, Counter[str]] = defaultdict(Counter)
+    for ins in instructions:
+        if ins.split == "train":
+            by_question[ins.task, ins.question][ins.answer] += 1
+            by_task[ins.task][ins.answer] += 1
+    out: dict[str, Any] = {}
+    for task, group in tasks.items():
+        if task in CLASSIFY_TASKS or task == "open_question":
+            right = 0
+            for ins in group:
+                counts = by_question.get((task, ins.question)) or by_task[task]
+                right += bool(counts) and matches(counts.most_common(1)[0][0], ins.references)
+            out[task] = proportion(right, len(group))
+    return out
+
+
 def captions(group: list[Instruction], answers: dict[str, str], items: dict[str, AudioItem]) -> dict[str, Any]:
     subsets: dict[str, list[Instruction]] = defaultdict(list)
     for ins in group:
@@ -787,20 +810,24 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         "## Understanding (greedy text answers on test instructions)",
         "",
-        "| task | metric | n | chance " + head,
-        "|---|---|---|---|" + rule,
+        "| task | metric | n | chance | blind prior " + head,
+        "|---|---|---|---|---|" + rule,
     ]
     first = runs[names[0]]["tasks"]
+    prior = runs[names[0]].get("prior", {})
     for task in TASKS:
         if task in CLASSIFY_TASKS or task == "open_question":
             if task not in first:
                 continue
             chance = num(first[task].get("chance"))
             cells = [pct(r["tasks"][task]) if task in r["tasks"] else "—" for r in runs.values()]
-            lines.append(f"| {task} | accuracy ↑ | {first[task]['n']} | {chance} | " + " | ".join(cells) + " |")
+            blind = pct(prior[task]) if task in prior else "—"
+            lines.append(
+                f"| {task} | accuracy ↑ | {first[task]['n']} | {chance} | {blind} | " + " | ".join(cells) + " |"
+            )
         elif task == "asr" and task in first:
             cells = [pct(r["tasks"][task], "wer") if task in r["tasks"] else "—" for r in runs.values()]
-            lines.append(f"| asr | corpus WER ↓ | {first[task]['n']} | — | " + " | ".join(cells) + " |")
+            lines.append(f"| asr | corpus WER ↓ | {first[task]['n']} | — | — | " + " | ".join(cells) + " |")
     beyond = {n: (r["train_max_length"], r["prompts_beyond_train_length"]) for n, r in runs.items()
               if r.get("prompts_beyond_train_length")}  # fmt: skip
     if beyond:
@@ -1070,13 +1097,17 @@ def main() -> None:
     for name, run in zip(names, args.runs, strict=True):
         if name in report["runs"]:
             log.info("%s: kept from %s (--resume)", name, args.out / "audio_llm.json")
-            meta = json.loads((run / MODEL_DIR / META_FILE).read_text())
-            report["runs"][name]["throughput"]["train"] = train_speed(run, meta)  # the log, read again
-            continue
-        t0 = time.time()
-        report["runs"][name] = evaluate_run(run, args, shared)
-        report["runs"][name] |= {"command": report["command"], "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-                                 "seconds": round(time.time() - t0, 1)}  # fmt: skip
+        else:
+            t0 = time.time()
+            report["runs"][name] = evaluate_run(run, args, shared)
+            report["runs"][name] |= {"command": report["command"], "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                     "seconds": round(time.time() - t0, 1)}  # fmt: skip
+        # read from the run's files, not measured: refreshed for kept runs too
+        meta = json.loads((run / MODEL_DIR / META_FILE).read_text())
+        instructions = from_jsonl(run / INSTRUCTIONS_FILE)
+        tasks = select(instructions, args.limit, run_manifest(meta, shared.corpus))
+        report["runs"][name]["prior"] = blind_prior(instructions, tasks)
+        report["runs"][name]["throughput"]["train"] = train_speed(run, meta)
         report["probes"] = shared.probes_summary()
         report["context_cost"] = []
         report["seconds"] = round(time.time() - started, 1)

@@ -168,3 +168,15 @@ def test_resume_keeps_only_runs_whose_model_is_unchanged(bench: ModuleType, tmp_
         "then": ["a"],
         "now": ["b"],
     }
+
+
+def test_blind_prior_answers_the_train_majority_of_the_same_question(bench: ModuleType) -> None:
+    def ins(i: int, question: str, answer: str, split: str) -> Instruction:
+        return Instruction(f"x/{i}", f"x/{i}", "classify_gender", split, question, answer, True, (answer,), ("a", "b"))
+
+    train = [ins(0, "q1", "a", "train"), ins(1, "q1", "a", "train"), ins(2, "q1", "b", "train")]
+    train += [ins(3, "q2", "b", "train")]
+    test = [ins(4, "q1", "a", "test"), ins(5, "q1", "b", "test"), ins(6, "q2", "b", "test"), ins(7, "q3", "a", "test")]
+    out = bench.blind_prior(train + test, {"classify_gender": test, "asr": []})
+    # q1 -> a (right once), q2 -> b (right), q3 unseen -> the task's majority a (right): 3 of 4
+    assert list(out) == ["classify_gender"] and out["classify_gender"]["correct"] == 3
