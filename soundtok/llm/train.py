@@ -264,6 +264,7 @@ def train_lora(
                 writer.add_scalar("loss/ce", window["ce"] / n, step)
                 writer.add_scalar("loss/z", window["z"] / n, step)
                 writer.add_scalar("train/tokens_per_second", window["ids"] / elapsed, step)
+                writer.add_scalar("train/seconds_per_step", elapsed / n, step)
                 writer.add_scalar("train/supervised_tokens", progress.train_tokens, step)
             if accelerator.is_main_process:
                 log.info("step %d/%d  loss %.4f  ce %.4f  z %.5f  %.0f tokens/s", step, steps, window["total"] / n,
