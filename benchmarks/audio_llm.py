@@ -873,7 +873,8 @@ def markdown(report: dict[str, Any]) -> str:
             "",
             "Probe accuracy on the generated audio (reference classifier per source dataset: BiLSTM probe on "
             "Whisper-base layer-6 features, trained on real train-split audio); *real test* is the same probe on "
-            "the real test clips (its ceiling).",
+            "the real test clips (its ceiling). In brackets after each run: how many different classes the probe "
+            "heard in its n clips (1: the audio does not depend on the prompt).",
             "",
             "| dataset | n | chance | real test " + head,
             "|---|---|---|---|" + rule,
@@ -883,7 +884,12 @@ def markdown(report: dict[str, Any]) -> str:
             if d not in probes:
                 continue
             n = max(t.get(d, {}).get("probe", {}).get("n", 0) for t in t2a)
-            cells = [pct(t[d]["probe"]) if "probe" in t.get(d, {}) else "—" for t in t2a]
+            cells = [
+                f"{pct(t[d]['probe'])} ({len(set(t[d].get('probe_answers', {}).values()))} heard)"
+                if "probe" in t.get(d, {})
+                else "—"
+                for t in t2a
+            ]
             ceiling = probes[d]["ceiling"]
             lines.append(
                 f"| {d} | {n} | {probes[d]['chance']:.3f} | {pct(ceiling)} (n={ceiling['n']}) | "
