@@ -9,8 +9,9 @@ tested on: nothing is encoded again). Several runs are scored on the same settin
     python benchmarks/audio_llm.py --runs runs/lora-msn --quick --out /tmp/audio-llm     # smoke test
 
 *Selection.* ``--limit N`` keeps N test instructions per task (and N perplexity texts), taken round robin over the
-source datasets (an item's dataset is its manifest dataset, else the prefix of its id; within a dataset in id
-order), so every dataset stays represented; default: all. ``--quick`` (a smoke test) is ``--limit 4``,
+source datasets (an item's dataset is its manifest dataset, else the prefix of its id; within a dataset in the
+fixed pseudo-random order of :func:`selection_order`, never by id, whose order follows the classes), so every dataset
+stays represented; default: all. ``--quick`` (a smoke test) is ``--limit 4``,
 ``--max-seconds 2``. ``--resume`` keeps the runs already in ``--out/audio_llm.json`` (same settings and threads,
 same model: steps and training tokens) and scores the others, so runs can be scored as they finish; each run records
 the command, date and seconds of its scoring.
@@ -191,12 +192,18 @@ def dataset_of(item_id: str, items: dict[str, AudioItem]) -> str:
     return item.dataset if item is not None and item.dataset else item_id.split("/", 1)[0]
 
 
+def selection_order(ins: Instruction) -> str:
+    """A fixed pseudo-random order (a hash of the id): ids are often sorted by class (FSDD's start with the digit,
+    RAVDESS's name the emotion), so the first N by id would be a few classes only."""
+    return hashlib.sha1(ins.id.encode()).hexdigest()
+
+
 def select(
     instructions: Sequence[Instruction], limit: int | None, items: dict[str, AudioItem]
 ) -> dict[str, list[Instruction]]:
     """Test instructions per task (in :data:`TASKS` order), at most ``limit`` each, round robin over datasets."""
     by_task: dict[str, dict[str, deque[Instruction]]] = defaultdict(lambda: defaultdict(deque))
-    for ins in sorted((i for i in instructions if i.split == "test"), key=lambda i: i.id):
+    for ins in sorted((i for i in instructions if i.split == "test"), key=selection_order):
         by_task[ins.task][dataset_of(ins.item_id, items)].append(ins)
     out: dict[str, list[Instruction]] = {}
     for task in TASKS:
@@ -1095,6 +1102,7 @@ def main() -> None:
             "audio_temperature": args.audio_temperature,
             "audio_top_k": args.audio_top_k,
             "seed": args.seed,
+            "selection": "round robin over datasets, sha1 of the id within",
         },  # fmt: skip
         "text": {"texts": len(shared.texts), "example": shared.texts[0] if shared.texts else ""},
         "runs": {},
