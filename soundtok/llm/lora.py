@@ -176,7 +176,7 @@ def supervised_mask(weights: torch.Tensor) -> torch.Tensor:
     """``[B, T]`` bool, True at the supervised positions ``S`` (module docstring): ``t`` with ``weights[b, t + 1] > 0``.
 
     Pass it as ``logits_to_keep`` to a Hugging Face causal LM and the output head runs on those positions only
-    (``[N, V]`` logits): the loss is unchanged and the head's cost and memory fall by ``T * B / N``.
+    (``[N, V]`` logits): the loss is unchanged and the head's cost and memory fall by a factor of ``B * T / N``.
     """
     keep = torch.zeros(weights.shape, dtype=torch.bool, device=weights.device)
     keep[:, :-1] = weights[:, 1:] > 0
