@@ -4,7 +4,7 @@ straight one, long examples are dropped and counted, padding is never supervised
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import torch
@@ -13,7 +13,8 @@ import soundtok
 import soundtok.testing.dummies  # noqa: F401  (registers toy-tiny)
 from soundtok.llm import Instruction, LoRASettings, PromptFormat, extend_vocab, render_instruction
 from soundtok.llm.dummies import tiny_causal_lm, tiny_chat_tokenizer
-from soundtok.llm.train import LoRARun, batch_indices, collate, train_lora
+from soundtok.llm.lora import weighted_lm_loss
+from soundtok.llm.train import LoRARun, _supervised_logits, batch_indices, collate, render_examples, train_lora
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -139,3 +140,22 @@ def test_batches_depend_on_seed_and_step_only() -> None:
     assert batch_indices(0, 5, 10, 4) != batch_indices(0, 6, 10, 4)
     assert batch_indices(0, 5, 10, 4) != batch_indices(1, 5, 10, 4)
     assert all(0 <= i < 10 for i in batch_indices(2, 0, 10, 64))
+
+
+def test_a_model_without_logits_to_keep_trains_on_full_logits() -> None:
+    """The loop asks for the supervised logits only; a forward without ``logits_to_keep`` gets every position's,
+    and the loss is the same."""
+    model, tok, vocab = setup()
+    model.eval()
+    examples, _ = render_examples(instructions(), TOKENS.__getitem__, PromptFormat(tok, vocab), max_length=1024)
+    batch = collate(examples[:3], tok.pad_token_id)
+
+    class Plain(torch.nn.Module):  # a causal LM whose forward predates logits_to_keep
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Any:
+            return model(input_ids=input_ids, attention_mask=attention_mask)
+
+    with torch.no_grad():
+        kept, full = _supervised_logits(model, batch), _supervised_logits(Plain(), batch)
+        assert kept.ndim == 2 and full.shape[:2] == batch.input_ids.shape
+        losses = [weighted_lm_loss(x, batch.input_ids, batch.loss_weights, z_loss=1e-4).total for x in (kept, full)]
+    torch.testing.assert_close(losses[0], losses[1])
