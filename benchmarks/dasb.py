@@ -2,8 +2,8 @@
 
 Rows (``--systems``): registered tokenizers (``soundtok list``; each item is encoded with ``tokenizer.encode``),
 ``semantic:L<layer>-K<K>`` (units of Whisper base layer ``layer``, k-means with ``K`` clusters, centroids from
-``benchmarks/semantic_study.py fit``) and ``continuous:L<layer>`` (Whisper base features of that layer: the
-upper reference). Semantic and continuous rows read the study's feature store (Whisper base, 1 s short windows)
+``benchmarks/semantic_study.py fit``), ``continuous:L<layer>`` (Whisper base features of that layer: the
+upper reference) and ``<tokenizer>@<n>``: an RVQ codec's first ``n`` codebooks (``codec-16k@2`` is 1 kbit/s). Semantic and continuous rows read the study's feature store (Whisper base, 1 s short windows)
 instead of running Whisper again; the script checks on ``--check-items`` clips that the store's units equal what
 the ``semantic`` tokenizer's ``encode`` gives (they can differ only where float16 storage flips a near tie).
 
@@ -14,6 +14,7 @@ test split; then the nominal bitrate and the encode real-time factor on one 30 s
 
     python benchmarks/dasb.py                       # the default rows, 3 seeds, writes benchmarks/results/dasb.*
     python benchmarks/dasb.py --systems codec2-3200 semantic:L6-K1000 --tasks digits --seeds 3 --out /tmp/d
+    python benchmarks/dasb.py --systems codec-16k@2 codec-16k@6 --resume   # add the codec at 1 and 3 kbit/s
 
 Inputs are computed once per system and cached under ``--work`` (default ``runs/dasb``); results are written after
 every probe, so a killed run keeps what it finished and a rerun skips it.
@@ -71,6 +72,19 @@ def semantic_tokenizer(name: str) -> SemanticTokenizer:
     return tok.eval()
 
 
+def load_system(system: str) -> Any:
+    """A registered tokenizer or checkpoint folder; ``NAME@N`` keeps an RVQ codec's first ``N`` codebooks."""
+    name, at, codebooks = system.rpartition("@")
+    if not at or not codebooks.isdigit():  # no '@N' suffix (a folder name may hold an '@')
+        name, codebooks = system, ""
+    tok = soundtok.load(name)
+    if codebooks:
+        if not hasattr(tok, "set_num_codebooks"):
+            raise SystemExit(f"{system!r}: '@N' needs an RVQ codec; {name!r} is a {tok.family!r} tokenizer")
+        tok.set_num_codebooks(int(codebooks))
+    return tok
+
+
 def system_inputs(system: str, ids: list[str], paths: dict[str, Path], work: Path) -> tuple[InputSpec, dict]:
     """(input spec, {item id: probe input}) for every id, cached in ``work``."""
     cache = work / f"{system.replace(':', '_')}.pt"
@@ -102,7 +116,7 @@ def compute_inputs(system: str, ids: list[str], paths: dict[str, Path]) -> tuple
             h = torch.from_numpy(np.asarray(features.get(i, layer), dtype=np.float32))
             inputs[i] = [nearest(h, centroids)[0]]
         return spec, inputs
-    tok = soundtok.load(system)
+    tok = load_system(system)
     spec = InputSpec("tokens", tok.frame_rates, tok.codebook_sizes)
     inputs = {}
     for n, i in enumerate(ids):
@@ -145,7 +159,7 @@ def encode_rtf(system: str, threads: int) -> tuple[float, float]:
     if system.startswith(("semantic:", "continuous:")):
         tok: Any = semantic_tokenizer("semantic:L6-K1000" if system.startswith("continuous") else system)
     else:
-        tok = soundtok.load(system)
+        tok = load_system(system)
     tok.encode(clip, sr)  # warm-up
     t0 = time.perf_counter()
     tok.encode(clip, sr)
