@@ -1,14 +1,15 @@
 """Which codebook practice keeps RVQ usage high? The same small codec trained under each, on the same batches.
 
 Variants (``soundtok.nn.quantize.VQConfig``): Euclidean search with random init and no restarts (the plain VQ-VAE
-baseline); + k-means init on the first batch; + dead-code restart; DAC's factorised, l2-normalised codes alone; and
-factorised + k-means + restarts (soundtok's default). Each run trains a 4-codebook x 1024 codec (8 channels, mel loss
+baseline); + k-means init on the first batch; + dead-code restart; DAC's factorised, l2-normalised codes alone;
+factorised + k-means + restarts (soundtok's default); and the same with unit-length codes in the losses and output
+(``unit_codes``, what ``configs/codec-16k.yaml`` trains with). Each run trains a 4-codebook x 1024 codec (8 channels, mel loss
 only, no quantizer dropout) for ``--steps`` steps on the corpus train split with the same seed, so every variant sees
 the same batches; then the test split (``--clips`` clips of up to 4 s, all datasets) is encoded and we report, per
 level, the fraction of the 1024 codes used and the unigram entropy in bits (10 = uniform), with the held-out mel
 distance at 4 codebooks.
 
-    python benchmarks/codebook_practices.py                # ~5 variants x --steps (default 400)
+    python benchmarks/codebook_practices.py                # ~6 variants x --steps (default 400)
     python benchmarks/codebook_practices.py --steps 20 --clips 4 --out /tmp/cb   # a smoke run
 
 Writes benchmarks/results/codebook_practices.{md,json}.
@@ -40,6 +41,9 @@ VARIANTS = {
     "euclidean + k-means + dead-code restart": dict(factorised=False, kmeans_init=True, dead_code_threshold=0.02),
     "factorised l2 (DAC), random init, no restart": dict(factorised=True, kmeans_init=False, dead_code_threshold=0.0),
     "factorised + k-means + restart (default)": dict(factorised=True, kmeans_init=True, dead_code_threshold=0.02),
+    "factorised + k-means + restart + unit codes": dict(
+        factorised=True, kmeans_init=True, dead_code_threshold=0.02, unit_codes=True
+    ),
 }
 SMALL = {
     "channels": 8,

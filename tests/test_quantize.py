@@ -20,6 +20,7 @@ FLAVOURS = [
     ("euclidean", {"factorised": False}),
     ("ema", {"ema": True}),
     ("ema-euclidean", {"ema": True, "factorised": False}),
+    ("unit-codes", {"unit_codes": True}),
 ]
 
 
@@ -132,11 +133,11 @@ def _error(rvq: ResidualVectorQuantizer, data: torch.Tensor, n_q: int) -> float:
     return F.mse_loss(rvq.decode(rvq.encode(data, n_q=n_q)), data).item()
 
 
-@pytest.mark.parametrize("ema", [False, True], ids=["gradient", "ema"])
-def test_training_reduces_error_and_more_levels_help(ema: bool) -> None:
+@pytest.mark.parametrize(("ema", "unit"), [(False, False), (True, False), (False, True)], ids=["gradient", "ema", "unit"])
+def test_training_reduces_error_and_more_levels_help(ema: bool, unit: bool) -> None:
     torch.manual_seed(0)
     data = torch.randn(32, DIM, 8)  # a fixed data set of 256 vectors
-    rvq = make_rvq(ema=ema, codebook_size=16).eval()
+    rvq = make_rvq(ema=ema, unit_codes=unit, codebook_size=16).eval()
     before = _error(rvq, data, 4)
     _train(rvq, data, steps=1)  # k-means init (in the latent: the random out_proj still decodes badly)
     after_init = _error(rvq, data, 4)
@@ -144,6 +145,19 @@ def test_training_reduces_error_and_more_levels_help(ema: bool) -> None:
     errors = [_error(rvq, data, n) for n in (1, 2, 4)]
     assert errors[0] > errors[1] > errors[2], errors
     assert errors[2] < 0.5 * min(before, after_init), (before, after_init, errors)
+
+
+def test_unit_codes_bound_the_losses_whatever_the_input_scale() -> None:
+    """|z - c|^2 <= 4 for unit vectors: per level the mean over d is at most 4 / d, times the loss weight."""
+    torch.manual_seed(0)
+    rvq = make_rvq(unit_codes=True, quantizer_dropout=0.0).train()
+    config = rvq.config
+    for scale in (1.0, 1e4):
+        out = rvq(scale * torch.randn(4, DIM, 8))
+        assert out.commit_loss.item() <= config.num_quantizers * 4 / config.codebook_dim * config.commitment
+        assert out.codebook_loss.item() <= config.num_quantizers * 4 / config.codebook_dim * config.codebook_weight
+    with pytest.raises(ValueError, match="unit_codes needs factorised"):
+        RVQConfig(dim=DIM, factorised=False, unit_codes=True)
 
 
 def test_kmeans_init_runs_once_and_is_saved() -> None:

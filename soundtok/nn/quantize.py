@@ -50,6 +50,10 @@ class VQConfig(Config):
     codebook_size: int = 1024  # V: codes lie in [0, V)
     codebook_dim: int = 8  # d, the search space when factorised; ignored otherwise (the search runs in D)
     factorised: bool = True  # project D -> d, cosine search, project back (DAC); else Euclidean search in D
+    # factorised only: the projected input and the code are l2-normalised for the losses and the output too, not
+    # only for the search. DAC keeps the codes' lengths; then nothing bounds the codebook and commitment losses,
+    # and on a CPU budget (batch 8) they grew until training diverged (configs/codec-16k.yaml)
+    unit_codes: bool = False
     weight_norm: bool = True  # weight-normalised projections, as DAC's WNConv1d
     ema: bool = False  # codebook = EMA mean of the vectors each entry was chosen for, not learnt by gradient
     ema_decay: float = 0.99  # of the EMA codebook and of the usage statistics
@@ -72,6 +76,8 @@ class VQConfig(Config):
                 f"loss weights must be non-negative, got commitment={self.commitment}, "
                 f"codebook_weight={self.codebook_weight}"
             )
+        if self.unit_codes and not self.factorised:
+            raise ValueError("unit_codes needs factorised=True (l2-normalised codes are searched by cosine)")
         if self.kmeans_iters < 1:
             raise ValueError(f"kmeans_iters must be at least 1 (or set kmeans_init=False), got {self.kmeans_iters}")
         if not 0.0 <= self.dead_code_threshold < 1.0:
@@ -197,7 +203,7 @@ class VectorQuantizer(nn.Module):
         initialise and update the codebook statistics."""
         batch, frames = x.shape[0], x.shape[2]
         rows = _frames_to_rows(x)  # [N, D]
-        z = self._project_in(rows).view(batch, frames, -1)  # [B, T', d]; carries commit_loss's gradient to x
+        z = self._unit(self._project_in(rows)).view(batch, frames, -1)  # [B, T', d]; commit_loss's gradient to x
         train_rows = None
         if items is not None and len(items):
             train_rows = z.detach()[items.to(x.device)].flatten(0, 1)  # [n, d]
@@ -205,7 +211,7 @@ class VectorQuantizer(nn.Module):
                 self._kmeans_init(train_rows)
         with torch.no_grad():
             codes = _nearest(z.detach().flatten(0, 1), self.codebook.float(), self.cosine).view(batch, frames)
-        z_q = F.embedding(codes, self.codebook.float())  # [B, T', d]; carries codebook_loss's gradient
+        z_q = self._unit(F.embedding(codes, self.codebook.float()))  # [B, T', d]; carries codebook_loss's gradient
         commit = (z - z_q.detach()).pow(2).mean(dim=(1, 2))  # [B]
         if self.config.ema:
             codebook_loss = z.new_zeros(batch)
@@ -215,7 +221,7 @@ class VectorQuantizer(nn.Module):
             value = self._decode(codes)  # [B, D, T']
         grad_path = None
         if self.in_proj is not None and torch.is_grad_enabled():
-            z_detached = self._project_in(rows.detach()).view(batch, frames, -1)  # [B, T', d]; no gradient to x
+            z_detached = self._unit(self._project_in(rows.detach())).view(batch, frames, -1)  # [B, T', d]; none to x
             projected = self._project_out(z_detached + (z_q - z_detached).detach())  # DAC's latent straight-through
             grad_path = (projected - projected.detach()).transpose(1, 2)  # [B, D, T'], exactly 0
         if train_rows is not None and items is not None:
@@ -228,12 +234,15 @@ class VectorQuantizer(nn.Module):
 
     def _decode(self, codes: Tensor) -> Tensor:
         # a lookup in the decoded codebook: each frame's vector is independent of the batch, bit for bit
-        table = self._project_out(self.codebook.float())  # [V, D]
+        table = self._project_out(self._unit(self.codebook.float()))  # [V, D]
         vectors = F.embedding(codes.clamp(min=0), table) * (codes >= 0)[..., None]  # [B, T', D]; -1 -> 0
         return vectors.transpose(1, 2)  # [B, D, T']
 
     def _project_in(self, rows: Tensor) -> Tensor:
         return rows if self.in_proj is None else cast(Tensor, self.in_proj(rows))
+
+    def _unit(self, rows: Tensor) -> Tensor:
+        return F.normalize(rows, dim=-1) if self.config.unit_codes else rows
 
     def _project_out(self, rows: Tensor) -> Tensor:
         return rows if self.out_proj is None else cast(Tensor, self.out_proj(rows))

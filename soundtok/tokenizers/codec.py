@@ -40,6 +40,7 @@ class CodecConfig(Config):
     causal: bool = False
     # codebook practices (benchmarks/codebook_practices.py compares them): see soundtok.nn.quantize.VQConfig
     factorised: bool = True
+    unit_codes: bool = False  # l2-normalised codes in the losses and the output too (see VQConfig)
     ema: bool = False
     kmeans_init: bool = True
     dead_code_threshold: float = 0.02
@@ -64,6 +65,7 @@ class CodecConfig(Config):
             codebook_dim=self.codebook_dim,
             quantizer_dropout=self.quantizer_dropout,
             factorised=self.factorised,
+            unit_codes=self.unit_codes,
             ema=self.ema,
             kmeans_init=self.kmeans_init,
             dead_code_threshold=self.dead_code_threshold,
