@@ -59,7 +59,12 @@ def test_straight_through_gradient_is_identity(flavour: dict[str, Any], training
     rvq = make_rvq(**flavour).train(training)
     x = torch.randn(4, DIM, 5, requires_grad=True)
     rvq(x).quantized.sum().backward()
-    assert x.grad is not None and torch.equal(x.grad, torch.ones_like(x))
+    if flavour.get("unit_codes"):  # the identity holds for the frames scaled to unit RMS, the RVQ's real input
+        scaled = x.detach().clone().requires_grad_(True)
+        expected = torch.autograd.grad(rvq._scaled(scaled).sum(), scaled)[0]
+        torch.testing.assert_close(x.grad, expected)
+    else:
+        assert x.grad is not None and torch.equal(x.grad, torch.ones_like(x))
     vq = VectorQuantizer(VQConfig(dim=DIM, codebook_size=16, codebook_dim=4, **flavour)).train(training)
     x.grad = None
     vq(x).quantized.sum().backward()
@@ -148,7 +153,8 @@ def test_training_reduces_error_and_more_levels_help(ema: bool, unit: bool) -> N
 
 
 def test_unit_codes_bound_the_losses_whatever_the_input_scale() -> None:
-    """|z - c|^2 <= 4 for unit vectors: per level the mean over d is at most 4 / d, times the loss weight."""
+    """|z - c|^2 <= 4 for unit vectors: per level the mean over d is at most 4 / d, times the loss weight; and
+    the output does not depend on the input's length (frames are scaled to unit RMS)."""
     torch.manual_seed(0)
     rvq = make_rvq(unit_codes=True, quantizer_dropout=0.0).train()
     config = rvq.config
@@ -156,6 +162,10 @@ def test_unit_codes_bound_the_losses_whatever_the_input_scale() -> None:
         out = rvq(scale * torch.randn(4, DIM, 8))
         assert out.commit_loss.item() <= config.num_quantizers * 4 / config.codebook_dim * config.commitment
         assert out.codebook_loss.item() <= config.num_quantizers * 4 / config.codebook_dim * config.codebook_weight
+    x = torch.randn(2, DIM, 8)
+    rvq.eval()
+    assert torch.equal(rvq.encode(x), rvq.encode(1e4 * x))  # the input's length is scaled away
+    torch.testing.assert_close(rvq(x).quantized, rvq(1e4 * x).quantized)
     with pytest.raises(ValueError, match="unit_codes needs factorised"):
         RVQConfig(dim=DIM, factorised=False, unit_codes=True)
 

@@ -51,8 +51,10 @@ class VQConfig(Config):
     codebook_dim: int = 8  # d, the search space when factorised; ignored otherwise (the search runs in D)
     factorised: bool = True  # project D -> d, cosine search, project back (DAC); else Euclidean search in D
     # factorised only: the projected input and the code are l2-normalised for the losses and the output too, not
-    # only for the search. DAC keeps the codes' lengths; then nothing bounds the codebook and commitment losses,
-    # and on a CPU budget (batch 8) they grew until training diverged (configs/codec-16k.yaml)
+    # only for the search, and a ResidualVectorQuantizer scales each input frame to unit RMS first. DAC keeps
+    # the codes' lengths; then nothing bounds the codebook and commitment losses, and on a CPU budget (batch 8)
+    # they grew until training diverged. Unit codes alone bound the losses but not the encoder: its output
+    # length no longer changed any value, and it drifted to 1e18 (configs/codec-16k.yaml)
     unit_codes: bool = False
     weight_norm: bool = True  # weight-normalised projections, as DAC's WNConv1d
     ema: bool = False  # codebook = EMA mean of the vectors each entry was chosen for, not learnt by gradient
@@ -323,7 +325,7 @@ class ResidualVectorQuantizer(nn.Module):
         _check_features(x, self.config.dim)
         levels_used = self._levels_per_item(x.shape[0], n_q)  # [B] on the CPU
         with torch.autocast(device_type=x.device.type, enabled=False):
-            x = x.float()
+            x = self._scaled(x.float())
             residual = x  # its gradient wrt x stays the identity: earlier levels' values are detached
             total = torch.zeros_like(x)  # [B, D, T'] sum of the values of the levels each item uses
             grad_path: Tensor | None = None
@@ -355,7 +357,7 @@ class ResidualVectorQuantizer(nn.Module):
         n_q = self._check_levels(n_q)
         _check_features(x, self.config.dim)
         with torch.autocast(device_type=x.device.type, enabled=False):
-            residual = x.float()
+            residual = self._scaled(x.float())
             codes = []
             for i in range(n_q):
                 level_codes = self.level(i)._search(residual)  # [B, T']
@@ -376,6 +378,12 @@ class ResidualVectorQuantizer(nn.Module):
             for i in range(codes.shape[1]):
                 total = total + self.level(i)._decode(codes[:, i])
             return total
+
+    def _scaled(self, x: Tensor) -> Tensor:
+        """``x [B, D, T']`` with each frame at unit RMS under ``unit_codes`` (so its length cannot drift), else x."""
+        if not self.config.unit_codes:
+            return x
+        return x * torch.rsqrt(x.pow(2).mean(dim=1, keepdim=True) + 1e-8)
 
     def _check_levels(self, n_q: int | None) -> int:
         k = self.config.num_quantizers
