@@ -1,16 +1,18 @@
-"""Which codebook practice keeps RVQ usage high? The same small codec trained under each, on the same batches.
+"""Which codebook practice keeps RVQ usage high? The same codec trained under each, on the same batches.
 
-Variants (``soundtok.nn.quantize.VQConfig``): Euclidean search with random init and no restarts (the plain VQ-VAE
-baseline); + k-means init on the first batch; + dead-code restart; DAC's factorised, l2-normalised codes alone;
-factorised + k-means + restarts (soundtok's default); and the same with unit-length codes in the losses and output
-(``unit_codes``, what ``configs/codec-16k.yaml`` trains with). Each run trains a 4-codebook x 1024 codec (8 channels, mel loss
-only, no quantizer dropout) for ``--steps`` steps on the corpus train split with the same seed, so every variant sees
-the same batches; then the test split (``--clips`` clips of up to 4 s, all datasets) is encoded and we report, per
-level, the fraction of the 1024 codes used and the unigram entropy in bits (10 = uniform), with the held-out mel
-distance at 4 codebooks.
+Variants (``soundtok.nn.quantize.VQConfig``), each a full ``configs/codec-16k.yaml`` model (``--model codec-16k``:
+12 x 1024 codebooks, quantizer dropout) or a small 4 x 1024 one (``--model small``): Euclidean search with random
+init and no restarts (the plain VQ-VAE baseline); DAC's factorised, l2-normalised codes with k-means init and
+rare restarts (below 2% of a uniform share; soundtok's first default); the same with unit-length codes in the
+losses and output (``unit_codes``); the same with restarts below 40% of a uniform share; a Euclidean codebook learnt
+by gradient with k-means and 40% restarts; and EnCodec's practice, EMA codebooks + k-means + 40% restarts (what
+``codec-16k`` trains with). Every run uses the same seed, so every variant sees the same batches (mel loss only,
+no discriminators, lr 2e-4); then ``--clips`` held-out clips (test split, all datasets, <= 4 s) are encoded with
+every level, and we report per level the fraction of the codes used and the unigram entropy in bits (10 =
+uniform), the bitrate those entropies add up to, and the held-out mel distance.
 
-    python benchmarks/codebook_practices.py                # ~6 variants x --steps (default 400)
-    python benchmarks/codebook_practices.py --steps 20 --clips 4 --out /tmp/cb   # a smoke run
+    python benchmarks/codebook_practices.py                # 6 variants x 300 steps of the codec-16k model
+    python benchmarks/codebook_practices.py --model small --steps 20 --clips 4 --out /tmp/cb   # a smoke run
 
 Writes benchmarks/results/codebook_practices.{md,json}.
 """
@@ -35,14 +37,25 @@ from soundtok.train.data import eval_clips
 from soundtok.train.gan import train_gan
 
 ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "codec-16k.yaml"
 VARIANTS = {
-    "euclidean, random init, no restart": dict(factorised=False, kmeans_init=False, dead_code_threshold=0.0),
-    "euclidean + k-means init": dict(factorised=False, kmeans_init=True, dead_code_threshold=0.0),
-    "euclidean + k-means + dead-code restart": dict(factorised=False, kmeans_init=True, dead_code_threshold=0.02),
-    "factorised l2 (DAC), random init, no restart": dict(factorised=True, kmeans_init=False, dead_code_threshold=0.0),
-    "factorised + k-means + restart (default)": dict(factorised=True, kmeans_init=True, dead_code_threshold=0.02),
-    "factorised + k-means + restart + unit codes": dict(
-        factorised=True, kmeans_init=True, dead_code_threshold=0.02, unit_codes=True
+    "euclidean, random init, no restart": dict(
+        factorised=False, ema=False, kmeans_init=False, dead_code_threshold=0.0, unit_codes=False
+    ),
+    "factorised (DAC) + k-means + restart 0.02": dict(
+        factorised=True, ema=False, kmeans_init=True, dead_code_threshold=0.02, unit_codes=False
+    ),
+    "factorised + unit codes + k-means + restart 0.02": dict(
+        factorised=True, ema=False, kmeans_init=True, dead_code_threshold=0.02, unit_codes=True
+    ),
+    "factorised + k-means + restart 0.4": dict(
+        factorised=True, ema=False, kmeans_init=True, dead_code_threshold=0.4, unit_codes=False
+    ),
+    "euclidean + k-means + restart 0.4": dict(
+        factorised=False, ema=False, kmeans_init=True, dead_code_threshold=0.4, unit_codes=False
+    ),
+    "EMA euclidean + k-means + restart 0.4 (codec-16k)": dict(
+        factorised=False, ema=True, kmeans_init=True, dead_code_threshold=0.4, unit_codes=False
     ),
 }
 SMALL = {
@@ -59,7 +72,8 @@ SMALL = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--model", choices=["codec-16k", "small"], default="codec-16k")
+    parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--clips", type=int, default=40, help="held-out clips for usage and mel distance")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "codebook_practices")
@@ -68,20 +82,21 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
 
     clips = eval_clips(load_shared_corpus(None).filter(split="test"), 16000, args.clips, 4.0)
+    base = SMALL if args.model == "small" else load_config(CONFIG).model
     rows = []
     for label, practice in VARIANTS.items():
         overrides = [
-            f"model={json.dumps({**SMALL, **practice})}",
+            f"model={json.dumps({**base, **practice})}",
             f"steps={args.steps}",
             f"data.batch_size={args.batch_size}",
             f"adversarial_start={args.steps + 1}",  # reconstruction losses only: the quantizer is what differs
-            "optim.lr=0.0003",
+            "optim.lr=0.0002",
             f"log_every={args.steps}",
             f"eval_every={args.steps * 10}",
             f"checkpoint_every={args.steps}",
         ]
-        cfg = load_config(ROOT / "configs" / "codec-16k.yaml", overrides)
-        run = args.runs / label.split(" (")[0].replace(" ", "_").replace(",", "").replace("+", "and")
+        cfg = load_config(CONFIG, overrides)
+        run = args.runs / args.model / label.split(" (")[0].replace(" ", "_").replace(",", "").replace("+", "and")
         t0 = time.perf_counter()
         export = train_gan(cfg, run)
         assert export is not None
@@ -107,28 +122,35 @@ def main() -> None:
         )
         print(json.dumps(rows[-1]), flush=True)
 
+    levels = len(rows[0]["usage"])
     lines = [
-        f"# Codebook practices: a 4 x 1024 RVQ codec, {args.steps} steps each (batch {args.batch_size} x 1 s)",
+        f"# Codebook practices: a {levels} x 1024 RVQ codec ({args.model}), {args.steps} steps each "
+        f"(batch {args.batch_size} x 1 s)",
         "",
-        f"Command: `python benchmarks/codebook_practices.py --steps {args.steps} --clips {args.clips}`. Same seed and "
-        f"batches for every variant; {len(clips)} held-out clips (test split, all datasets, <= 4 s). Usage = "
-        "fraction of the 1024 codes used per level; entropy in bits per code (10 = uniform); mel distance at 4 "
-        f"codebooks (lower is better). Machine: {platform.machine()}, {torch.get_num_threads()} threads.",
+        f"Command: `python benchmarks/codebook_practices.py --model {args.model} --steps {args.steps} --clips "
+        f"{args.clips}`. Same seed and batches for every variant; {len(clips)} held-out clips (test split, all "
+        f"datasets, <= 4 s), encoded with all {levels} levels. Usage = fraction of the 1024 codes used, entropy in "
+        f"bits per code (10 = uniform), each as the mean over levels [lowest, highest level]; mel distance with all "
+        f"levels (lower is better). Machine: {platform.machine()}, {torch.get_num_threads()} threads.",
         "",
-        "| variant | usage per level | entropy bits per level | used / nominal bit/s | mel distance |",
-        "|---|---|---|---|---|",
+        "| variant | codes used | entropy bits | entropy / nominal bit/s | mel distance | train s |",
+        "|---|---|---|---|---|---|",
     ]
+
+    def spread(values: list[float], fmt: str) -> str:
+        return f"{sum(values) / len(values):{fmt}} [{min(values):{fmt}}, {max(values):{fmt}}]"
+
     for r in rows:
-        usage = " / ".join(f"{u:.2f}" for u in r["usage"])
-        entropy = " / ".join(f"{h:.1f}" for h in r["entropy_bits"])
         lines.append(
-            f"| {r['variant']} | {usage} | {entropy} | {r['entropy_bitrate']:.0f} / {r['nominal_bitrate']:.0f} | "
-            f"{r['mel_distance']:.3f} |"
+            f"| {r['variant']} | {spread(r['usage'], '.2f')} | {spread(r['entropy_bits'], '.1f')} | "
+            f"{r['entropy_bitrate']:.0f} / {r['nominal_bitrate']:.0f} | {r['mel_distance']:.3f} | "
+            f"{r['train_seconds']:.0f} |"
         )
     table = "\n".join(lines) + "\n"
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "codebook_practices.md").write_text(table)
-    (args.out / "codebook_practices.json").write_text(json.dumps({"steps": args.steps, "rows": rows}, indent=2))
+    report = {"model": args.model, "steps": args.steps, "rows": rows}
+    (args.out / "codebook_practices.json").write_text(json.dumps(report, indent=2))
     print(table)
 
 
