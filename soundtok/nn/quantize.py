@@ -51,10 +51,10 @@ class VQConfig(Config):
     codebook_dim: int = 8  # d, the search space when factorised; ignored otherwise (the search runs in D)
     factorised: bool = True  # project D -> d, cosine search, project back (DAC); else Euclidean search in D
     # factorised only: the projected input and the code are l2-normalised for the losses and the output too, not
-    # only for the search, and a ResidualVectorQuantizer scales each input frame to unit RMS first. DAC keeps
-    # the codes' lengths; then nothing bounds the codebook and commitment losses, and on a CPU budget (batch 8)
-    # they grew until training diverged. Unit codes alone bound the losses but not the encoder: its output
-    # length no longer changed any value, and it drifted to 1e18 (configs/codec-16k.yaml)
+    # only for the search, and a ResidualVectorQuantizer scales each input frame to unit RMS first (without that
+    # the encoder's output length changes no value and drifted to 1e18). It bounds the codebook and commitment
+    # losses, which grew until DAC's codes diverged in a CPU run; but there every frame then fell on 1-4 codes per
+    # level, so codec-16k uses EMA Euclidean codes instead (benchmarks/codebook_practices.py compares them)
     unit_codes: bool = False
     weight_norm: bool = True  # weight-normalised projections, as DAC's WNConv1d
     ema: bool = False  # codebook = EMA mean of the vectors each entry was chosen for, not learnt by gradient
@@ -326,7 +326,7 @@ class ResidualVectorQuantizer(nn.Module):
         levels_used = self._levels_per_item(x.shape[0], n_q)  # [B] on the CPU
         with torch.autocast(device_type=x.device.type, enabled=False):
             x = self._scaled(x.float())
-            residual = x  # its gradient wrt x stays the identity: earlier levels' values are detached
+            residual = x  # its gradient wrt x (as scaled) is the identity: earlier levels' values are detached
             total = torch.zeros_like(x)  # [B, D, T'] sum of the values of the levels each item uses
             grad_path: Tensor | None = None
             codes, commit, codebook_loss = [], x.new_zeros(()), x.new_zeros(())
