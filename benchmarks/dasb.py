@@ -3,8 +3,9 @@
 Rows (``--systems``): registered tokenizers (``soundtok list``; each item is encoded with ``tokenizer.encode``),
 ``semantic:L<layer>-K<K>`` (units of Whisper base layer ``layer``, k-means with ``K`` clusters, centroids from
 ``benchmarks/semantic_study.py fit``), ``continuous:L<layer>`` (Whisper base features of that layer: the
-upper reference) and ``<tokenizer>@<n>``: an RVQ codec's first ``n`` codebooks (``codec-16k@2`` is 1 kbit/s). Semantic and continuous rows read the study's feature store (Whisper base, 1 s short windows)
-instead of running Whisper again; the script checks on ``--check-items`` clips that the store's units equal what
+upper reference) and ``<tokenizer>@<n>``: an RVQ codec's first ``n`` codebooks (``codec-16k@2`` is 1 kbit/s).
+Semantic and continuous rows read the study's feature store (Whisper base, 1 s short windows) instead of running
+Whisper again; the script checks on ``--check-items`` clips that the store's units equal what
 the ``semantic`` tokenizer's ``encode`` gives (they can differ only where float16 storage flips a near tie).
 
 Columns: the six probe tasks of :mod:`soundtok.probes.tasks` (digits, asr, speaker, emotion, events,

@@ -138,7 +138,9 @@ def _error(rvq: ResidualVectorQuantizer, data: torch.Tensor, n_q: int) -> float:
     return F.mse_loss(rvq.decode(rvq.encode(data, n_q=n_q)), data).item()
 
 
-@pytest.mark.parametrize(("ema", "unit"), [(False, False), (True, False), (False, True)], ids=["gradient", "ema", "unit"])
+@pytest.mark.parametrize(
+    ("ema", "unit"), [(False, False), (True, False), (False, True)], ids=["gradient", "ema", "unit"]
+)
 def test_training_reduces_error_and_more_levels_help(ema: bool, unit: bool) -> None:
     torch.manual_seed(0)
     data = torch.randn(32, DIM, 8)  # a fixed data set of 256 vectors
