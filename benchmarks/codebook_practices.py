@@ -38,25 +38,22 @@ from soundtok.train.gan import train_gan
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "codec-16k.yaml"
+
+
+def practice(*, factorised: bool, ema: bool = False, kmeans_init: bool = True, restart: float = 0.4,
+             unit_codes: bool = False) -> dict[str, object]:  # fmt: skip
+    """The quantizer fields of one variant (``restart``: ``VQConfig.dead_code_threshold``)."""
+    return dict(factorised=factorised, ema=ema, kmeans_init=kmeans_init, dead_code_threshold=restart,
+                unit_codes=unit_codes)  # fmt: skip
+
+
 VARIANTS = {
-    "euclidean, random init, no restart": dict(
-        factorised=False, ema=False, kmeans_init=False, dead_code_threshold=0.0, unit_codes=False
-    ),
-    "factorised (DAC) + k-means + restart 0.02": dict(
-        factorised=True, ema=False, kmeans_init=True, dead_code_threshold=0.02, unit_codes=False
-    ),
-    "factorised + unit codes + k-means + restart 0.02": dict(
-        factorised=True, ema=False, kmeans_init=True, dead_code_threshold=0.02, unit_codes=True
-    ),
-    "factorised + k-means + restart 0.4": dict(
-        factorised=True, ema=False, kmeans_init=True, dead_code_threshold=0.4, unit_codes=False
-    ),
-    "euclidean + k-means + restart 0.4": dict(
-        factorised=False, ema=False, kmeans_init=True, dead_code_threshold=0.4, unit_codes=False
-    ),
-    "EMA euclidean + k-means + restart 0.4 (codec-16k)": dict(
-        factorised=False, ema=True, kmeans_init=True, dead_code_threshold=0.4, unit_codes=False
-    ),
+    "euclidean, random init, no restart": practice(factorised=False, kmeans_init=False, restart=0.0),
+    "factorised (DAC) + k-means + restart 0.02": practice(factorised=True, restart=0.02),
+    "factorised + unit codes + k-means + restart 0.02": practice(factorised=True, restart=0.02, unit_codes=True),
+    "factorised + k-means + restart 0.4": practice(factorised=True),
+    "euclidean + k-means + restart 0.4": practice(factorised=False),
+    "EMA euclidean + k-means + restart 0.4 (codec-16k)": practice(factorised=False, ema=True),
 }
 SMALL = {
     "channels": 8,
