@@ -1,5 +1,6 @@
 """The LoRA training loop on the tiny Llama with toy-tiny audio tokens: the loss falls, a resumed run equals a
-straight one, long examples are dropped and counted, padding is never supervised."""
+straight one, long examples are dropped and counted, padding is never supervised, micro-batches give the loss and
+gradient of the whole batch."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ import soundtok.testing.dummies  # noqa: F401  (registers toy-tiny)
 from soundtok.llm import Instruction, LoRASettings, PromptFormat, extend_vocab, render_instruction
 from soundtok.llm.dummies import tiny_causal_lm, tiny_chat_tokenizer
 from soundtok.llm.lora import weighted_lm_loss
-from soundtok.llm.train import LoRARun, _supervised_logits, batch_indices, collate, render_examples, train_lora
+from soundtok.llm.train import (
+    LoRARun, _supervised_logits, batch_indices, collate, micro_batches, render_examples, train_lora,
+)  # fmt: skip
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -83,7 +86,7 @@ def test_resumed_run_equals_straight_run(tmp_path: Path) -> None:
         model, tok, vocab = setup()  # a fresh process after a kill: new model, new LoRA init, state from disk
         return train_lora(
             model, tok, vocab, instructions(), TOKENS.__getitem__, SETTINGS, run_dir, steps=4, lr=1e-2,
-            batch_size=3, checkpoint_every=100, seed=3, max_steps_this_run=max_steps_this_run,
+            batch_size=3, checkpoint_every=100, seed=3, max_steps_this_run=max_steps_this_run, micro_batch_ids=1,
         )  # fmt: skip
 
     straight = run(tmp_path / "a")
@@ -159,3 +162,66 @@ def test_a_model_without_logits_to_keep_trains_on_full_logits() -> None:
         assert kept.ndim == 2 and full.shape[:2] == batch.input_ids.shape
         losses = [weighted_lm_loss(x, batch.input_ids, batch.loss_weights, z_loss=1e-4).total for x in (kept, full)]
     torch.testing.assert_close(losses[0], losses[1])
+
+
+def test_micro_batches_cover_the_batch_within_the_budget() -> None:
+    lengths = [50, 300, 60, 40, 120, 45, 700, 55]
+    groups = micro_batches(lengths, 256)
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))  # each example exactly once
+    for g in groups:
+        assert len(g) == 1 or len(g) * max(lengths[i] for i in g) <= 256
+    order = [lengths[i] for g in groups for i in g]
+    assert order == sorted(lengths)  # similar lengths share a group: little padding
+    assert micro_batches(lengths, 0) == [list(range(len(lengths)))]
+    assert micro_batches(lengths, 1) == [[i] for i in sorted(range(len(lengths)), key=lengths.__getitem__)]
+    with pytest.raises(ValueError, match="micro_batch_ids"):
+        micro_batches(lengths, -1)
+
+
+def test_micro_batch_losses_add_up_to_the_batch_loss_and_gradient() -> None:
+    """Each group divided by the whole batch's totals: the sum of the groups' losses (and gradients) is the loss
+    (and gradient) of the padded batch, whatever the grouping."""
+    model, tok, vocab = setup()
+    model.eval()
+    examples, _ = render_examples(instructions(), TOKENS.__getitem__, PromptFormat(tok, vocab), max_length=1024)
+    examples = examples * 2  # audio answers (weight 10) and text answers, several lengths
+
+    def loss_and_grad(groups: list[list[int]]) -> tuple[float, torch.Tensor]:
+        model.zero_grad()
+        totals = (sum(float(e.loss_weights[1:].sum()) for e in examples),
+                  sum(int((e.loss_weights[1:] > 0).sum()) for e in examples))  # fmt: skip
+        loss = 0.0
+        for g in groups:
+            batch = collate([examples[i] for i in g], tok.pad_token_id)
+            parts = weighted_lm_loss(_supervised_logits(model, batch), batch.input_ids, batch.loss_weights,
+                                     z_loss=1e-2, batch_totals=totals)  # fmt: skip
+            parts.total.backward()
+            loss += float(parts.total)
+        grad = model.get_input_embeddings().weight.grad
+        assert grad is not None
+        return loss, grad.clone()
+
+    whole = loss_and_grad([list(range(len(examples)))])
+    lengths = [len(e.input_ids) for e in examples]
+    for groups in (micro_batches(lengths, 1), micro_batches(lengths, 2 * min(lengths))):
+        assert 1 < len(groups)
+        loss, grad = loss_and_grad(groups)
+        assert loss == pytest.approx(whole[0], rel=1e-5)
+        torch.testing.assert_close(grad, whole[1], rtol=1e-4, atol=1e-6)
+    assert whole[1].abs().sum() > 0
+    # without batch_totals one padded batch is the plain loss
+    batch = collate(examples, tok.pad_token_id)
+    plain = weighted_lm_loss(_supervised_logits(model, batch), batch.input_ids, batch.loss_weights, z_loss=1e-2)
+    assert float(plain.total) == pytest.approx(whole[0], rel=1e-5)
+
+
+def test_the_first_step_loss_does_not_depend_on_the_grouping(tmp_path: Path) -> None:
+    losses = []
+    for budget in (0, 1):
+        model, tok, vocab = setup()
+        run = train_lora(
+            model, tok, vocab, instructions(), TOKENS.__getitem__, LoRASettings(r=4, alpha=8, dropout=0.0),
+            tmp_path / str(budget), steps=1, batch_size=6, micro_batch_ids=budget,
+        )  # fmt: skip
+        losses.append(run.losses[0])
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)

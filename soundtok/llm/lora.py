@@ -184,13 +184,22 @@ def supervised_mask(weights: torch.Tensor) -> torch.Tensor:
 
 
 def weighted_lm_loss(
-    logits: torch.Tensor, input_ids: torch.Tensor, weights: torch.Tensor, z_loss: float = 0.0
+    logits: torch.Tensor,
+    input_ids: torch.Tensor,
+    weights: torch.Tensor,
+    z_loss: float = 0.0,
+    *,
+    batch_totals: tuple[float, int] | None = None,
 ) -> LossParts:
     """Weighted next-token cross-entropy plus z-loss (module docstring); computed in float32.
 
     ``input_ids [B, T]``, ``weights [B, T]`` (``weights[b, t]`` weighs ``input_ids[b, t]`` as a target; 0 for prompt
     and padding). ``logits`` is either ``[B, T, V]`` (every position) or ``[N, V]``: the supervised positions only,
     in row-major order, as a model returns them for ``logits_to_keep=supervised_mask(weights)``.
+
+    ``batch_totals = (sum_S w, |S|)`` of a whole batch of which these rows are one *micro-batch*: the sums are
+    divided by the batch's totals instead of the micro-batch's own, so the parts of the micro-batches add up to
+    the loss of the whole batch (and so do their gradients).
     """
     if input_ids.ndim != 2 or weights.shape != input_ids.shape:
         raise ValueError(f"input_ids {tuple(input_ids.shape)} and weights {tuple(weights.shape)} must both be [B, T]")
@@ -215,8 +224,9 @@ def weighted_lm_loss(
     pred = pred.float()
     target = input_ids.roll(-1, dims=1)[keep]  # [N]: the token after each supervised position
     w = weights.roll(-1, dims=1)[keep].float()  # [N]
-    ce = (F.cross_entropy(pred, target, reduction="none") * w).sum() / w.sum()
-    z = z_loss * torch.logsumexp(pred, dim=-1).pow(2).mean()
+    weight_total, positions = (w.sum(), n) if batch_totals is None else batch_totals
+    ce = (F.cross_entropy(pred, target, reduction="none") * w).sum() / weight_total
+    z = z_loss * torch.logsumexp(pred, dim=-1).pow(2).sum() / positions
     return LossParts(ce + z, ce, z, n)
 
 

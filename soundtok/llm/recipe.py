@@ -64,6 +64,7 @@ class LLMTrainConfig(Strict):
     batch_size: int = Field(8, ge=1)
     lr: float = Field(2e-4, gt=0)
     max_length: int = Field(1024, ge=8)  # longer train examples (long clips) are dropped, counted in the log
+    micro_batch_ids: int = Field(512, ge=0)  # padded ids per forward (soundtok.llm.train); 0: the whole batch
     seed: int = 0
     checkpoint_every: int = Field(50, ge=1)
     log_every: int = Field(10, ge=1)
@@ -143,7 +144,7 @@ def train_llm(cfg: LLMTrainConfig, run_dir: str | os.PathLike[str]) -> Path | No
     run = train_lora(
         model, tokenizer, vocab, instructions, store.get, settings, run_dir,
         steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, max_length=cfg.max_length, seed=cfg.seed,
-        checkpoint_every=cfg.checkpoint_every, log_every=cfg.log_every,
+        checkpoint_every=cfg.checkpoint_every, log_every=cfg.log_every, micro_batch_ids=cfg.micro_batch_ids,
     )  # fmt: skip
     if run.adapter_dir is None:
         return None

@@ -9,9 +9,17 @@ dropped (counted in :attr:`LoRARun.dropped` and logged), never truncated: a cut 
 stop mid-audio.
 
 *Batches* are a function of ``(seed, step)`` only: ``random.Random(f"lora:{seed}:{step}")`` draws ``batch_size``
-examples with replacement, so a resumed run sees exactly the batches a straight run sees. Examples are padded on the
-right to the longest one with the tokenizer's pad id, weight 0 and attention mask 0 (:func:`collate`). With several
-processes each takes every ``num_processes``-th example of the step's batch.
+examples with replacement, so a resumed run sees exactly the batches a straight run sees. With several processes
+each takes every ``num_processes``-th example of the step's batch.
+
+*Micro-batches* (:func:`micro_batches`): a process's examples, sorted by length, are cut into groups of at most
+``micro_batch_ids`` padded ids (``len(group) * longest``; an example longer than that is a group of its own), and
+each group is padded on the right to its longest with the tokenizer's pad id, weight 0 and attention mask 0
+(:func:`collate`). The instruction lengths are skewed (SmolLM2 + msn-16k: median 66 ids, 90th percentile 153,
+longest 715), so one padded batch of 8 is half padding; on 2 CPU threads a budget of 512 ids took a step from 6.3
+to 5.4 s on typical batches and from 26.5 to 7.8 s on one with a long clip. ``micro_batch_ids=0`` pads the whole
+batch into one forward (what a GPU wants). Gradients accumulate over the groups and the loss of each group is
+divided by the totals of the whole batch, so a step's loss and gradient do not depend on the grouping.
 
 *Step*: ``loss = weighted_lm_loss(logits, input_ids, loss_weights, settings.z_loss).total`` with the logits of the
 supervised positions only (``logits_to_keep=supervised_mask(loss_weights)``: same loss, the head skips the prompt),
@@ -38,6 +46,7 @@ straight steps. When ``steps`` are done the adapter is saved with peft ``save_pr
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -109,6 +118,27 @@ def collate(examples: Sequence[Rendered], pad_id: int) -> Batch:
     return Batch(ids, mask, weights)
 
 
+def micro_batches(lengths: Sequence[int], max_ids: int) -> list[list[int]]:
+    """Positions into ``lengths`` grouped into micro-batches (module docstring): sorted by length, each group at most
+    ``max_ids`` padded ids (``len(group) * longest``), a longer example alone; ``max_ids=0``: one group of all.
+
+    >>> micro_batches([50, 300, 60, 40], 256)
+    [[3, 0, 2], [1]]
+    """
+    if max_ids < 0:
+        raise ValueError(f"micro_batch_ids must be >= 0 (0: no micro-batches), got {max_ids}")
+    if max_ids == 0:
+        return [list(range(len(lengths)))]
+    groups: list[list[int]] = []
+    group: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+        if group and (len(group) + 1) * lengths[i] > max_ids:
+            groups.append(group)
+            group = []
+        group.append(i)
+    return groups + [group] if group else groups
+
+
 def batch_indices(seed: int, step: int, num_examples: int, batch_size: int) -> list[int]:
     """The examples of step ``step``: ``batch_size`` draws with replacement, a function of ``(seed, step)`` only."""
     rng = random.Random(f"lora:{seed}:{step}")
@@ -176,6 +206,7 @@ def train_lora(
     seed: int = 0,
     checkpoint_every: int = 50,
     log_every: int = 10,
+    micro_batch_ids: int = 512,
     max_steps_this_run: int | None = None,
 ) -> LoRARun:
     """Train a LoRA adapter (module docstring) on ``model`` (already extended with
@@ -195,6 +226,7 @@ def train_lora(
         raise ValueError(f"max_steps_this_run must be >= 1 or None, got {max_steps_this_run}")
     if lr <= 0:
         raise ValueError(f"the learning rate must be > 0, got {lr}")
+    micro_batches([], micro_batch_ids)  # validates it
     run_dir = Path(run_dir)
 
     template = None if getattr(hf_tokenizer, "chat_template", None) else CHATML_TEMPLATE
@@ -209,6 +241,7 @@ def train_lora(
         )
     # supervised targets per example: positions 1.. with weight > 0 (position 0 is never a target)
     supervised = [int((r.loss_weights[1:] > 0).sum()) for r in examples]
+    supervised_weight = [float(r.loss_weights[1:].sum()) for r in examples]  # weights are >= 0
     pad_id = hf_tokenizer.pad_token_id if hf_tokenizer.pad_token_id is not None else hf_tokenizer.eos_token_id
     if pad_id is None:
         raise ValueError("the tokenizer has neither a pad nor an eos token; set tokenizer.pad_token")
@@ -236,25 +269,34 @@ def train_lora(
     while step < stop_at:
         chosen = batch_indices(seed, step, len(examples), batch_size)
         mine = chosen[rank::world] or chosen[:1]  # more processes than the batch holds: repeat one
-        batch = collate([examples[i] for i in mine], pad_id).to(accelerator.device)
+        totals = (sum(supervised_weight[i] for i in mine), sum(supervised[i] for i in mine))
+        groups = micro_batches([len(examples[i].input_ids) for i in mine], micro_batch_ids)
         # dropout is a function of (seed, step, rank), so a resumed run draws the masks a straight run draws
         torch.manual_seed(hash((seed, step, rank)) & 0x7FFF_FFFF)  # hash of ints: the same in every interpreter
         prepared.train()
-        logits = _supervised_logits(prepared, batch)  # [N, V], or [B, T, V] for a model without logits_to_keep
-        parts = weighted_lm_loss(logits, batch.input_ids, batch.loss_weights, settings.z_loss)
         optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(parts.total)
+        step_parts = {"total": 0.0, "ce": 0.0, "z": 0.0}
+        for g, group in enumerate(groups):
+            batch = collate([examples[mine[j]] for j in group], pad_id).to(accelerator.device)
+            # gradients are averaged across processes once, after the last group
+            sync = contextlib.nullcontext() if g == len(groups) - 1 else accelerator.no_sync(prepared)
+            with sync:
+                logits = _supervised_logits(prepared, batch)  # [N, V], or [B, T, V] without logits_to_keep
+                parts = weighted_lm_loss(
+                    logits, batch.input_ids, batch.loss_weights, settings.z_loss, batch_totals=totals
+                )
+                accelerator.backward(parts.total)
+            for key in step_parts:
+                step_parts[key] += float(getattr(parts, key).detach())
+            window["ids"] += int(batch.attention_mask.sum()) * world
         accelerator.clip_grad_norm_(params, 1.0)
         optimizer.step()
         step += 1
         progress.train_tokens += sum(supervised[i] for i in chosen)
-        total = float(parts.total.detach())
-        losses.append(total)
-        window["total"] += total
-        window["ce"] += float(parts.ce.detach())
-        window["z"] += float(parts.z.detach())
+        losses.append(step_parts["total"])
+        for key, value in step_parts.items():
+            window[key] += value
         window["steps"] += 1
-        window["ids"] += int(batch.attention_mask.sum()) * world
 
         if step % log_every == 0 or step == stop_at:
             elapsed = max(time.perf_counter() - t0, 1e-9)
@@ -306,4 +348,6 @@ def _supervised_logits(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
         return model(**inputs).logits
 
 
-__all__ = ["ADAPTER_DIR", "Batch", "LoRARun", "batch_indices", "collate", "render_examples", "train_lora"]
+__all__ = [
+    "ADAPTER_DIR", "Batch", "LoRARun", "batch_indices", "collate", "micro_batches", "render_examples", "train_lora",
+]
