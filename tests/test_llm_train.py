@@ -16,7 +16,13 @@ from soundtok.llm import Instruction, LoRASettings, PromptFormat, extend_vocab, 
 from soundtok.llm.dummies import tiny_causal_lm, tiny_chat_tokenizer
 from soundtok.llm.lora import weighted_lm_loss
 from soundtok.llm.train import (
-    LoRARun, _supervised_logits, batch_indices, collate, micro_batches, render_examples, train_lora,
+    LoRARun,
+    _supervised_logits,
+    batch_indices,
+    collate,
+    micro_batches,
+    render_examples,
+    train_lora,
 )  # fmt: skip
 
 if TYPE_CHECKING:

@@ -349,5 +349,12 @@ def _supervised_logits(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
 
 
 __all__ = [
-    "ADAPTER_DIR", "Batch", "LoRARun", "batch_indices", "collate", "micro_batches", "render_examples", "train_lora",
+    "ADAPTER_DIR",
+    "Batch",
+    "LoRARun",
+    "batch_indices",
+    "collate",
+    "micro_batches",
+    "render_examples",
+    "train_lora",
 ]
