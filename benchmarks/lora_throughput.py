@@ -1,4 +1,4 @@
-"""LoRA training throughput of an audio-LLM run's recipe, side by side: CPU threads x how the loss gets its logits.
+"""LoRA training throughput of an audio-LLM run's recipe, side by side: CPU threads x how a step runs its forwards.
 
     python benchmarks/lora_throughput.py --run runs/lora-smollm2-msn                  # 1 and 2 threads
     python benchmarks/lora_throughput.py --run runs/lora-smollm2-msn --threads 1 2 4 --steps 10
@@ -13,9 +13,11 @@ run's batch size over the same ``--examples`` train instructions (drawn with see
 configuration. Configurations:
 
 * *threads*: ``torch.set_num_threads`` (and ``OMP_NUM_THREADS``) of the process, each of ``--threads``;
-* *head*: ``supervised`` (the training loop: logits at the supervised positions only, ``logits_to_keep``) or
-  ``full`` (the reference: logits at every position, as a plain ``model(...)`` call gives them; the loss is the
-  same, tested in tests/test_llm_lora.py).
+* *variant*: ``micro`` (the training loop's default: micro-batches of similar length within 512 padded ids,
+  logits at the supervised positions only, ``logits_to_keep``), ``supervised`` (the whole batch padded into one
+  forward, supervised logits: ``micro_batch_ids=0``) or ``full`` (the reference: the whole batch, logits at every
+  position, as a plain ``model(...)`` call gives them). The loss is the same in all three (tested in
+  tests/test_llm_lora.py and tests/test_llm_train.py).
 
 Figures, from the TensorBoard scalars of the loop's one log window (all steps, the first included; the final state
 save excluded): ids/s = ids of the batches (padding excluded) per second (``train/tokens_per_second``); s/step
@@ -41,10 +43,11 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-HEADS = ("supervised", "full")
+# variant -> (logits, micro_batch_ids)
+VARIANTS = {"micro": ("supervised", 512), "supervised": ("supervised", 0), "full": ("full", 0)}
 
 
-def one(run: Path, head: str, steps: int, n_examples: int) -> dict[str, Any]:
+def one(run: Path, variant: str, steps: int, n_examples: int) -> dict[str, Any]:
     """One configuration, in this process (threads come from OMP_NUM_THREADS)."""
     import torch
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -64,6 +67,7 @@ def one(run: Path, head: str, steps: int, n_examples: int) -> dict[str, Any]:
     store = TokenStore(run / TOKENS_DIR)
     model, tokenizer = load_llm(config["llm"])
     vocab = extend_vocab(model, tokenizer, soundtok.load(config["audio_tokenizer"]), seed=config["seed"])
+    head, micro_batch_ids = VARIANTS[variant]
     if head == "full":  # the reference: every position's logits, then the same loss
 
         def full(model: torch.nn.Module, batch: Any) -> torch.Tensor:
@@ -74,7 +78,7 @@ def one(run: Path, head: str, steps: int, n_examples: int) -> dict[str, Any]:
         result = train_module.train_lora(
             model, tokenizer, vocab, chosen, store.get, LoRASettings.from_dict(meta["lora"]), tmp,
             steps=steps, batch_size=config["batch_size"], lr=config["lr"], max_length=config["max_length"],
-            seed=config["seed"], checkpoint_every=steps, log_every=steps,
+            seed=config["seed"], checkpoint_every=steps, log_every=steps, micro_batch_ids=micro_batch_ids,
         )  # fmt: skip
         events = sorted((Path(tmp) / "logs").glob("events.out.tfevents.*"))
         acc = EventAccumulator(str(events[-1]))
@@ -82,7 +86,8 @@ def one(run: Path, head: str, steps: int, n_examples: int) -> dict[str, Any]:
         ids_per_second = acc.Scalars("train/tokens_per_second")[-1].value
         seconds_per_step = acc.Scalars("train/seconds_per_step")[-1].value  # the loop, not the final state save
     return {
-        "head": head,
+        "variant": variant,
+        "micro_batch_ids": micro_batch_ids,
         "threads": torch.get_num_threads(),
         "steps": steps,
         "examples": len(chosen),
@@ -104,17 +109,19 @@ def markdown(report: dict[str, Any]) -> str:
         f"Run: `{report['run']}` ({report['llm']} + {report['audio_tokenizer']}); {report['steps']} steps of batch "
         f"{report['batch_size']} over the same {report['examples']} train instructions in every row.",
         "",
-        "Definitions: docstring of benchmarks/lora_throughput.py. *supervised*: logits at the supervised positions "
-        "only (the training loop); *full*: logits at every position (reference).",
+        "Definitions: docstring of benchmarks/lora_throughput.py. *micro*: micro-batches of similar length within "
+        "512 padded ids, logits at the supervised positions only (the training loop's default); *supervised*: the "
+        "whole batch in one padded forward, supervised logits; *full*: the whole batch, logits at every position "
+        "(reference).",
         "",
-        "| threads | head | ids/s | s/step | supervised tokens/s | peak RSS (GB) | speed-up vs full |",
+        "| threads | variant | ids/s | s/step | supervised tokens/s | peak RSS (GB) | speed-up vs full |",
         "|---|---|---|---|---|---|---|",
     ]
     rows = report["rows"]
     for row in rows:
-        ref = next(r for r in rows if r["threads"] == row["threads"] and r["head"] == "full")
+        ref = next(r for r in rows if r["threads"] == row["threads"] and r["variant"] == "full")
         lines.append(
-            f"| {row['threads']} | {row['head']} | {row['ids_per_second']:.1f} | {row['seconds_per_step']:.2f} | "
+            f"| {row['threads']} | {row['variant']} | {row['ids_per_second']:.1f} | {row['seconds_per_step']:.2f} | "
             f"{row['supervised_per_second']:.2f} | {row['peak_rss_gb']:.2f} | "
             f"{ref['seconds_per_step'] / row['seconds_per_step']:.2f}x |"
         )
@@ -128,7 +135,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--examples", type=int, default=256, help="train instructions the batches are drawn from")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
-    parser.add_argument("--one", choices=HEADS, help=argparse.SUPPRESS)  # a child process: one configuration
+    parser.add_argument("--one", choices=VARIANTS, help=argparse.SUPPRESS)  # a child process: one configuration
     args = parser.parse_args()
     meta_path = args.run / "model" / "soundtok_llm.json"
     if not meta_path.is_file():
@@ -139,15 +146,15 @@ def main() -> None:
 
     rows = []
     for threads in args.threads:
-        for head in HEADS:
+        for variant in VARIANTS:
             child = [sys.executable, __file__, "--run", str(args.run), "--steps", str(args.steps),
-                     "--examples", str(args.examples), "--one", head]  # fmt: skip
+                     "--examples", str(args.examples), "--one", variant]  # fmt: skip
             env = os.environ | {"OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1"}
             done = subprocess.run(child, env=env, capture_output=True, text=True)
             if done.returncode != 0:
                 raise SystemExit(f"{' '.join(child)} failed:\n{done.stderr[-3000:]}")
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-            print(f"{threads} thread(s), {head}: {rows[-1]['seconds_per_step']:.2f} s/step", flush=True)
+            print(f"{threads} thread(s), {variant}: {rows[-1]['seconds_per_step']:.2f} s/step", flush=True)
     config = json.loads(meta_path.read_text())["train_config"]
     report = {
         "command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]),
