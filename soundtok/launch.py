@@ -12,8 +12,11 @@ import socket
 import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
+
+from soundtok.errors import SoundtokError
 
 log = logging.getLogger(__name__)
 
@@ -24,18 +27,36 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def accelerate_command(module: str, argv: Sequence[str], num_processes: int, *, port: int | None = None) -> list[str]:
-    """``python -m accelerate.commands.launch ... -m <module> <argv>``; a free port so parallel runs never clash."""
-    if num_processes < 1:
+def accelerate_command(
+    module: str,
+    argv: Sequence[str],
+    num_processes: int | None,
+    *,
+    port: int | None = None,
+    config_file: str | os.PathLike[str] | None = None,
+) -> list[str]:
+    """``python -m accelerate.commands.launch ... -m <module> <argv>``; a free port so parallel runs never clash.
+
+    Without ``config_file``: ``num_processes`` data-parallel processes (``--multi_gpu`` when more than one), no mixed
+    precision. With an accelerate config file (``accelerate config``, or ``configs/accelerate/*.yaml``) the file
+    decides the distribution (DDP, FSDP, DeepSpeed), precision and process count; ``num_processes``, when given,
+    overrides its count.
+    """
+    if num_processes is not None and num_processes < 1:
         raise ValueError(f"num_processes must be >= 1, got {num_processes}")
-    return [
-        sys.executable, "-m", "accelerate.commands.launch",
-        *(["--multi_gpu"] if num_processes > 1 else []),
-        "--num_processes", str(num_processes), "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no",
-        "--main_process_port", str(port or _free_port()),
-        "-m", module, *argv,
-    ]  # fmt: skip
+    launcher = [sys.executable, "-m", "accelerate.commands.launch"]
+    if config_file is not None:
+        if not Path(config_file).is_file():
+            raise SoundtokError(f"accelerate config file {config_file} does not exist")
+        count = [] if num_processes is None else ["--num_processes", str(num_processes)]
+        options = ["--config_file", str(config_file), *count]
+    else:
+        n = num_processes or 1
+        options = [
+            *(["--multi_gpu"] if n > 1 else []), "--num_processes", str(n), "--num_machines", "1",
+            "--mixed_precision", "no", "--dynamo_backend", "no",
+        ]  # fmt: skip
+    return [*launcher, *options, "--main_process_port", str(port or _free_port()), "-m", module, *argv]
 
 
 def launch_env(cpu: bool | None = None, base: dict[str, str] | None = None) -> dict[str, str]:
@@ -46,8 +67,15 @@ def launch_env(cpu: bool | None = None, base: dict[str, str] | None = None) -> d
     return env
 
 
-def run_accelerate(module: str, argv: Sequence[str], num_processes: int, *, cpu: bool | None = None) -> int:
-    """Run ``module`` in ``num_processes`` processes and wait; returns the exit code."""
-    command = accelerate_command(module, argv, num_processes)
+def run_accelerate(
+    module: str,
+    argv: Sequence[str],
+    num_processes: int | None,
+    *,
+    cpu: bool | None = None,
+    config_file: str | os.PathLike[str] | None = None,
+) -> int:
+    """Run ``module`` in ``num_processes`` processes (or as ``config_file`` says) and wait; returns the exit code."""
+    command = accelerate_command(module, argv, num_processes, config_file=config_file)
     log.info("running %s", " ".join(command))
     return subprocess.run(command, env=launch_env(cpu), check=False).returncode

@@ -11,6 +11,7 @@ import soundtok.testing.dummies  # noqa: F401  (registers toy-tiny)
 from soundtok.cli.main import main
 from soundtok.corpus import AudioItem, Manifest
 from soundtok.errors import SoundtokError
+from soundtok.launch import run_accelerate
 from soundtok.llm.dummies import tiny_causal_lm, tiny_chat_tokenizer
 from soundtok.llm.recipe import INSTRUCTIONS_FILE, MODEL_DIR, LLMTrainConfig, load_audio_llm, load_llm_config, train_llm
 from soundtok.testing import fixture_path, load_fixture
@@ -101,3 +102,27 @@ def test_shipped_config_has_the_papers_settings() -> None:
     lora = cfg.lora_settings()
     assert (lora.r, lora.alpha, lora.target_modules, lora.audio_weight) == (64, 128, "all-linear", 10.0)
     assert lora.z_loss > 0 and cfg.audio_tokenizer == "msn-16k"
+
+
+def test_two_cpu_processes_train_and_export(inputs: tuple[Path, Path], tmp_path: Path) -> None:
+    """The shipped multi-GPU accelerate config with 2 processes on the CPU (gloo): each process trains its half of
+    every batch in micro-batches (gradients synchronised once per step, after the last one); one exports the model."""
+    llm, manifest = inputs
+    yaml_path = tmp_path / "lora.yaml"
+    yaml_path.write_text(
+        f"recipe: lora\nllm: {llm}\naudio_tokenizer: toy-tiny\nmanifest: {manifest}\n"
+        "tasks: [classify_event, classify_digit, text_to_audio]\nlora: {r: 2, alpha: 4}\nsteps: 2\nbatch_size: 4\n"
+        "max_length: 4096\nmicro_batch_ids: 1\n"
+    )
+    run = tmp_path / "run"
+    # what `soundtok train CONFIG RUN --accelerate-config configs/accelerate/multi-gpu.yaml --num-processes 2` runs
+    # (bf16 autocast, DDP), with a module that registers the toy tokenizer, on the CPU
+    shipped = Path(__file__).parents[1] / "configs" / "accelerate" / "multi-gpu.yaml"
+    argv = [str(yaml_path), str(run)]
+    assert run_accelerate("soundtok.testing.toy_recipe", argv, 2, cpu=True, config_file=shipped) == 0
+    trained = load_audio_llm(run / MODEL_DIR).model.state_dict()
+    tok = tiny_chat_tokenizer()
+    base = tiny_causal_lm(len(tok)).state_dict()  # the same seeded init the run started from
+    same_shape = [k for k in base if k in trained and trained[k].shape == base[k].shape]
+    assert all(torch.equal(trained[k], base[k]) for k in same_shape if "norm" in k)  # frozen, not LoRA-wrapped
+    assert any(not torch.equal(trained[k], base[k]) for k in same_shape if "proj" in k)  # LoRA merged in

@@ -27,7 +27,13 @@ def train(
     config: Annotated[Path, typer.Argument(help="recipe YAML, e.g. configs/codec-16k.yaml")],
     run_dir: Annotated[Path, typer.Argument(help="run folder: logs, resumable states, the exported checkpoint")],
     overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides, e.g. steps=2000")] = None,
-    num_processes: Annotated[int, typer.Option(help="data-parallel processes (accelerate; CPUs or GPUs)")] = 1,
+    num_processes: Annotated[
+        int | None, typer.Option(help="data-parallel processes (accelerate; CPUs or GPUs); default 1, or the file's")
+    ] = None,
+    accelerate_config: Annotated[
+        Path | None,
+        typer.Option(help="an accelerate config file (multi-GPU, FSDP, precision), e.g. configs/accelerate/fsdp.yaml"),
+    ] = None,
 ) -> None:
     """Train a recipe; kill it any time and rerun the same command to resume from the newest state."""
     from soundtok.launch import run_accelerate
@@ -44,8 +50,8 @@ def train(
     else:
         load_config(config, overrides)
     argv = [str(config), str(run_dir), *(overrides or [])]
-    if num_processes > 1:
-        code = run_accelerate(module, argv, num_processes)
+    if accelerate_config is not None or (num_processes or 1) > 1:
+        code = run_accelerate(module, argv, num_processes, config_file=accelerate_config)
     else:
         import importlib
 

@@ -320,8 +320,9 @@ def train_lora(
     adapter_dir = None
     if step >= steps:
         adapter_dir = run_dir / ADAPTER_DIR
+        state = accelerator.get_state_dict(prepared)  # every process takes part: FSDP gathers the shards here
         if accelerator.is_main_process:
-            accelerator.unwrap_model(prepared).save_pretrained(str(adapter_dir))
+            accelerator.unwrap_model(prepared).save_pretrained(str(adapter_dir), state_dict=state)
             log.info("saved the LoRA adapter to %s", adapter_dir)
         accelerator.wait_for_everyone()
     return LoRARun(
