@@ -294,8 +294,8 @@ def train_lora(
         step += 1
         progress.train_tokens += sum(supervised[i] for i in chosen)
         losses.append(step_parts["total"])
-        for key, value in step_parts.items():
-            window[key] += value
+        for key, part in step_parts.items():
+            window[key] += part
         window["steps"] += 1
 
         if step % log_every == 0 or step == stop_at:
