@@ -78,6 +78,8 @@ def test_loss_decreases(tmp_path: Path) -> None:
     assert run.train_tokens > 0
     assert run.adapter_dir == tmp_path / "adapter"
     assert (run.adapter_dir / "adapter_model.safetensors").is_file()
+    stored = adapter_weights(tmp_path)  # LoRA and the new rows' deltas; the base embedding is rebuilt, not stored
+    assert any("trainable_tokens_delta" in k for k in stored) and not any("base_layer" in k for k in stored)
     assert (tmp_path / "state" / "step-0000120").is_dir()
 
 

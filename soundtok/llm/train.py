@@ -29,7 +29,9 @@ LoRA dropout draws from a generator seeded by ``(seed, step, rank)``, so it too 
 *Resume*: every ``checkpoint_every`` steps (and at the end of each call) the accelerate state (weights, optimiser,
 counters) is written to ``run_dir/state/step-XXXXXXX`` (:func:`soundtok.train.state.save_state`); a new call on the
 same ``run_dir`` continues from the newest one, and ``n`` steps then ``m`` steps give the weights of ``n + m``
-straight steps. When ``steps`` are done the adapter is saved with peft ``save_pretrained`` to ``run_dir/adapter``.
+straight steps. When ``steps`` are done the adapter is saved with peft ``save_pretrained`` to ``run_dir/adapter``:
+the LoRA matrices and the trained deltas of the new rows, not the base embedding, which is rebuilt by
+:func:`~soundtok.llm.extend_vocab` from the same seed before the adapter is loaded.
 
 >>> import soundtok, soundtok.testing.dummies, tempfile, torch
 >>> from soundtok.llm import Instruction, LoRASettings, extend_vocab
@@ -322,7 +324,11 @@ def train_lora(
         adapter_dir = run_dir / ADAPTER_DIR
         state = accelerator.get_state_dict(prepared)  # every process takes part: FSDP gathers the shards here
         if accelerator.is_main_process:
-            accelerator.unwrap_model(prepared).save_pretrained(str(adapter_dir), state_dict=state)
+            # the LoRA matrices and the new rows' deltas only: peft would also store the whole resized embedding and
+            # head (363 MB for SmolLM2), which extend_vocab rebuilds identically from its seed
+            accelerator.unwrap_model(prepared).save_pretrained(
+                str(adapter_dir), state_dict=state, save_embedding_layers=False
+            )
             log.info("saved the LoRA adapter to %s", adapter_dir)
         accelerator.wait_for_everyone()
     return LoRARun(
