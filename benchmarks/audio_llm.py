@@ -978,15 +978,15 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {row['tokenizer']} | {row['family']} | {num(row['levels'])} | {rate:.1f} | {row['bitrate']:,.0f} | "
             f"{1000 / rate:.1f} | {', '.join(row.get('runs', []))} |"
         )
-    first_run = names[0]
+    shown = max(names, key=lambda name: runs[name].get("model", {}).get("steps", 0))  # first of the longest trained
     lines += [
         "",
-        f"## Example answers ({first_run}: the first selected test instruction of each task)",
+        f"## Example answers ({shown}, the run trained longest: the first selected test instruction of each task)",
         "",
         "| task | question | answer | references |",
         "|---|---|---|---|",
     ]
-    for task, ex in runs[first_run].get("examples", {}).items():
+    for task, ex in runs[shown].get("examples", {}).items():
         refs = " / ".join(ex["references"][:3]) + (" / ..." if len(ex["references"]) > 3 else "")
         lines.append(f"| {task} | {cell(ex['question'])} | {cell(ex['answer'])} | {cell(refs)} |")
     return "\n".join(lines) + "\n"
