@@ -199,11 +199,12 @@ def selection_order(ins: Instruction) -> str:
 
 
 def select(
-    instructions: Sequence[Instruction], limit: int | None, items: dict[str, AudioItem]
+    instructions: Sequence[Instruction], limit: int | None, items: dict[str, AudioItem], split: str = "test"
 ) -> dict[str, list[Instruction]]:
-    """Test instructions per task (in :data:`TASKS` order), at most ``limit`` each, round robin over datasets."""
+    """The instructions of ``split`` per task (in :data:`TASKS` order), at most ``limit`` each, round robin over
+    datasets."""
     by_task: dict[str, dict[str, deque[Instruction]]] = defaultdict(lambda: defaultdict(deque))
-    for ins in sorted((i for i in instructions if i.split == "test"), key=selection_order):
+    for ins in sorted((i for i in instructions if i.split == split), key=selection_order):
         by_task[ins.task][dataset_of(ins.item_id, items)].append(ins)
     out: dict[str, list[Instruction]] = {}
     for task in TASKS:
