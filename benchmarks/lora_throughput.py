@@ -66,7 +66,8 @@ def one(run: Path, variant: str, steps: int, n_examples: int) -> dict[str, Any]:
     chosen = random.Random(0).sample(train, min(n_examples, len(train)))
     store = TokenStore(run / TOKENS_DIR)
     model, tokenizer = load_llm(config["llm"])
-    vocab = extend_vocab(model, tokenizer, soundtok.load(config["audio_tokenizer"]), seed=config["seed"])
+    audio = soundtok.load(config["audio_tokenizer"])
+    vocab = extend_vocab(model, tokenizer, audio, init=config.get("audio_init", "mean"), seed=config["seed"])
     head, micro_batch_ids = VARIANTS[variant]
     if head == "full":  # the reference: every position's logits, then the same loss
 

@@ -158,6 +158,20 @@ def test_bad_input_is_rejected(case: tuple[Case, soundtok.AudioTokenizer]) -> No
         tok.encode(good, c.input_rate, lengths=[501])
 
 
+def test_code_vectors_one_row_per_code(case: tuple[Case, soundtok.AudioTokenizer]) -> None:
+    _, tok = case
+    tables = [tok.code_vectors(level) for level in range(tok.num_levels)]
+    if tok.family in ("pcm", "codec2"):  # no learned table: codes are quantised samples or a speech model's
+        assert tables == [None] * tok.num_levels
+        return
+    for level, (table, size) in enumerate(zip(tables, tok.codebook_sizes, strict=True)):
+        assert table is not None and table.ndim == 2 and table.shape[0] == size, (level, table)
+        assert table.dtype == torch.float32 and torch.isfinite(table).all()
+        assert torch.unique(table, dim=0).shape[0] > 1  # codes stand for different vectors
+    with pytest.raises(IndexError, match="levels"):
+        tok.code_vectors(tok.num_levels)
+
+
 def test_unavailable_family_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
     from soundtok.tokenizers import codec2
 

@@ -190,6 +190,52 @@ def test_embedding_rows_initialised_at_the_mean(toy: AudioTokenizer, tied: bool)
     assert (spread < 0.5 * logits_before.std(-1)).all()
 
 
+@pytest.mark.parametrize("init", ["random", "codebook"])
+def test_audio_rows_spread_like_text_rows(toy: AudioTokenizer, init: str) -> None:
+    """``random`` and ``codebook`` give audio-code rows the old rows' per-dimension mean and spread (so they differ
+    as much as words do); ``codebook`` also keeps the codes' geometry; markers keep the mean init."""
+    tok = tiny_chat_tokenizer()
+    model = tiny_causal_lm(len(tok))
+    before = model.get_input_embeddings().weight.detach().clone()
+    vocab = extend_vocab(model, tok, toy, init=init, seed=0)
+    emb = model.get_input_embeddings().weight.detach()
+    assert torch.equal(emb[: len(before)], before)
+    mean, std = before.mean(0), before.std(0)
+    for level, size in enumerate(toy.codebook_sizes):
+        rows = emb[vocab.first_ids[level] : vocab.first_ids[level] + size]  # [N, D]
+        z = (rows - mean) / std
+        assert z.mean().abs() < 0.3 and 0.7 < z.std() < 1.3, (level, float(z.mean()), float(z.std()))
+        # distances between codes: kept by codebook (up to the per-dimension scales), unrelated for random
+        codes = toy.code_vectors(level)
+        assert codes is not None
+        pairs = torch.triu_indices(size, size, offset=1)
+        d_code = torch.cdist(codes, codes)[pairs[0], pairs[1]]
+        d_row = torch.cdist(rows, rows)[pairs[0], pairs[1]]
+        r = torch.corrcoef(torch.stack([d_code, d_row]))[0, 1]
+        assert (r > 0.6) if init == "codebook" else (abs(r) < 0.3), (level, float(r))
+    markers = emb[[vocab.audio_start_id, vocab.audio_end_id]]
+    assert ((markers - mean).abs() < 0.6 * std).all()  # mean + 0.1 std noise
+    # the same seed gives the same rows (a resumed run or an adapter rebuilds them)
+    again = tiny_causal_lm(len(before))
+    again.get_input_embeddings().weight.data.copy_(before)
+    extend_vocab(again, tiny_chat_tokenizer(), toy, init=init, seed=0)
+    assert torch.equal(again.get_input_embeddings().weight.detach(), emb)
+
+
+def test_bad_init_is_named(toy: AudioTokenizer) -> None:
+    from soundtok.llm.vocab import resize_embeddings
+
+    tok = tiny_chat_tokenizer()
+    with pytest.raises(ValueError, match="init must be one of"):
+        extend_vocab(tiny_causal_lm(len(tok)), tok, toy, init="zeros")
+    vocab = extend_vocab(None, tiny_chat_tokenizer(), toy)
+    model = tiny_causal_lm(len(tok))
+    with pytest.raises(ValueError, match="one entry per level"):
+        resize_embeddings(model, vocab, init="codebook")
+    with pytest.raises(ValueError, match=r"code_vectors\[0\] must be \[16, d\]"):
+        resize_embeddings(model, vocab, init="codebook", code_vectors=[torch.zeros(3, 4), None])
+
+
 def test_padded_embedding_matrix(toy: AudioTokenizer) -> None:
     """A model with more rows than its tokenizer has tokens (padded vocab): ids start at len(tokenizer)."""
     tok = tiny_chat_tokenizer()

@@ -100,6 +100,16 @@ def test_decode_encode_equals_forward_in_eval(flavour: dict[str, Any]) -> None:
     torch.testing.assert_close(vq.decode(vq.encode(x)), vq(x).quantized, atol=1e-6, rtol=0)
 
 
+def test_code_vectors_are_what_decode_gives_each_code(flavour: dict[str, Any]) -> None:
+    torch.manual_seed(0)
+    vq = make_rvq(**flavour).level(1)
+    vq(torch.randn(4, DIM, 6))  # k-means init
+    table = vq.code_vectors()  # [V, D]
+    codes = torch.arange(32)[None]  # [1, V]
+    assert table.shape == (32, DIM) and not table.requires_grad
+    torch.testing.assert_close(table, vq.decode(codes)[0].T, atol=1e-6, rtol=0)
+
+
 def test_batch_results_equal_one_by_one(flavour: dict[str, Any]) -> None:
     torch.manual_seed(0)
     rvq = make_rvq(**flavour)

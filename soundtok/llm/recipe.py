@@ -23,7 +23,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from pydantic import Field
@@ -59,6 +59,7 @@ class LLMTrainConfig(Strict):
     datasets: list[str] | None = None  # default: every dataset of the corpus
     tasks: list[str] | None = None  # default: every task of soundtok.llm.instructions.TASKS
     templates_per_item: int = Field(1, ge=1)
+    audio_init: Literal["mean", "random", "codebook"] = "mean"  # audio-token input rows (soundtok.llm.vocab)
     lora: dict[str, Any] = Field(default_factory=dict)  # fields of soundtok.llm.LoRASettings
     steps: int = Field(1000, ge=1)
     batch_size: int = Field(8, ge=1)
@@ -122,7 +123,7 @@ def _extended_llm(cfg: LLMTrainConfig, audio: AudioTokenizer) -> tuple[PreTraine
     from soundtok.llm.vocab import extend_vocab
 
     model, tokenizer = load_llm(cfg.llm)
-    vocab = extend_vocab(model, tokenizer, audio, seed=cfg.seed)
+    vocab = extend_vocab(model, tokenizer, audio, init=cfg.audio_init, seed=cfg.seed)
     return model, tokenizer, vocab
 
 

@@ -396,21 +396,33 @@ def _first_ids(levels: tuple[LevelSpec, ...], start: int) -> tuple[int, ...]:
     return tuple(start + sum(sizes[:i]) for i in range(len(sizes)))
 
 
+#: how :func:`resize_embeddings` initialises the audio codes' rows (module docstring)
+AUDIO_INITS = ("mean", "random", "codebook")
+
+
 @torch.no_grad()
 def resize_embeddings(
     model: PreTrainedModel,
     vocab: AudioVocab,
     *,
+    init: str = "mean",
+    code_vectors: Sequence[torch.Tensor | None] | None = None,
     noise_scale: float = 0.1,
     seed: int = 0,
     pad_to_multiple_of: int | None = None,
 ) -> None:
-    """Grow the model's input embeddings (and untied output head) to hold ``vocab``'s ids and initialise every new
-    row as ``mean + noise_scale * std * N(0, 1)`` of the rows of the tokens that existed before (module docstring).
+    """Grow the model's input embeddings (and untied output head) to hold ``vocab``'s ids and initialise the new rows
+    (module docstring): the audio codes' input rows by ``init`` (``mean``, ``random`` or ``codebook``, which reads
+    ``code_vectors[l]``, ``[N_l, d_l]``, for each level ``l``; a level whose entry is None falls back to ``random``);
+    every other new row, and an untied output head's new rows, as ``mean + noise_scale * std * z``.
 
     Rows the model had but the text tokenizer did not use (a padded vocabulary) are initialised the same way when
     audio ids land on them.
     """
+    if init not in AUDIO_INITS:
+        raise ValueError(f"init must be one of {AUDIO_INITS}, got {init!r}")
+    if init == "codebook" and (code_vectors is None or len(code_vectors) != len(vocab.levels)):
+        raise ValueError(f"init='codebook' needs code_vectors: one entry per level ({len(vocab.levels)})")
     emb = _weight(model.get_input_embeddings())
     old_rows = int(emb.shape[0])
     known = min(min(vocab.ids), old_rows)  # rows of tokens that existed before the audio tokens
@@ -423,6 +435,13 @@ def resize_embeddings(
     fresh += list(range(need, int(emb.shape[0])))  # padding rows, if any
     gen = torch.Generator().manual_seed(seed)
     _init_rows(emb, known, fresh, noise_scale, gen)
+    if init != "mean":
+        for level, spec in enumerate(vocab.levels):
+            rows = list(range(vocab.first_ids[level], vocab.first_ids[level] + spec.codebook_size))
+            vectors = code_vectors[level] if code_vectors is not None else None
+            if vectors is not None and (vectors.ndim != 2 or vectors.shape[0] != spec.codebook_size):
+                raise ValueError(f"code_vectors[{level}] must be [{spec.codebook_size}, d], got {tuple(vectors.shape)}")
+            _init_rows(emb, known, rows, 1.0, gen, None if vectors is None else _spread(vectors, emb.shape[1], gen))
     head = model.get_output_embeddings()
     if head is not None and not tied:
         _init_rows(_weight(head), known, fresh, noise_scale, gen)
@@ -440,11 +459,29 @@ def _weight(module: object) -> torch.Tensor:
     return weight
 
 
-def _init_rows(weight: torch.Tensor, known: int, fresh: list[int], noise_scale: float, gen: torch.Generator) -> None:
-    """``weight [V, D]``: rows ``fresh`` <- mean + noise_scale * std * z, statistics over rows ``[0, known)``."""
+def _spread(vectors: torch.Tensor, dim: int, gen: torch.Generator) -> torch.Tensor:
+    """``[N, d]`` code vectors -> ``[N, dim]``, every column of mean 0 and standard deviation 1 over the codes: centred,
+    through a random Gaussian ``[d, dim]`` projection (which keeps distances up to a common scale)."""
+    x = vectors.float()
+    x = x - x.mean(dim=0)  # [N, d]
+    x = x @ torch.randn(x.shape[1], dim, generator=gen)  # [N, dim]
+    return x / x.std(dim=0).clamp_min(1e-8)
+
+
+def _init_rows(
+    weight: torch.Tensor,
+    known: int,
+    fresh: list[int],
+    noise_scale: float,
+    gen: torch.Generator,
+    z: torch.Tensor | None = None,
+) -> None:
+    """``weight [V, D]``: rows ``fresh`` <- mean + noise_scale * std * z, statistics over rows ``[0, known)``;
+    ``z [len(fresh), D]`` defaults to ``N(0, 1)`` draws."""
     old = weight[:known].float()  # [V_old, D]
     mean, std = old.mean(dim=0), old.std(dim=0)  # [D] each
-    z = torch.randn(len(fresh), weight.shape[1], generator=gen)  # [V_new, D]
+    if z is None:
+        z = torch.randn(len(fresh), weight.shape[1], generator=gen)  # [V_new, D]
     weight[fresh] = (mean + noise_scale * std * z).to(weight.dtype)
 
 
@@ -453,17 +490,27 @@ def extend_vocab(
     tokenizer: PreTrainedTokenizerBase,
     source: _AudioSource,
     *,
+    init: str = "mean",
     noise_scale: float = 0.1,
     seed: int = 0,
     pad_to_multiple_of: int | None = None,
 ) -> AudioVocab:
     """Add ``source``'s audio tokens to ``tokenizer`` and (unless ``model`` is None) grow and initialise the model's
-    embeddings for them. Save the result with ``model.save_pretrained(d)``, ``tokenizer.save_pretrained(d)``,
-    ``vocab.save(d)``; reload with :func:`soundtok.llm.load_llm` and ``AudioVocab.load(d, tokenizer)``."""
+    embeddings for them (``init``: :func:`resize_embeddings`; ``codebook`` reads ``source.code_vectors(level)``).
+    Save the result with ``model.save_pretrained(d)``, ``tokenizer.save_pretrained(d)``, ``vocab.save(d)``; reload
+    with :func:`soundtok.llm.load_llm` and ``AudioVocab.load(d, tokenizer)``."""
     vocab = add_audio_tokens(tokenizer, source)
     if model is not None:
-        resize_embeddings(model, vocab, noise_scale=noise_scale, seed=seed, pad_to_multiple_of=pad_to_multiple_of)
+        vectors = None
+        if init == "codebook":
+            table = getattr(source, "code_vectors", None)
+            vectors = [table(level) if table is not None else None for level in range(len(vocab.levels))]
+        resize_embeddings(
+            model, vocab, init=init, code_vectors=vectors, noise_scale=noise_scale, seed=seed,
+            pad_to_multiple_of=pad_to_multiple_of,
+        )  # fmt: skip
     log.info(
-        "added %d audio tokens for %s (ids %d..%d)", vocab.num_tokens, source.identity, min(vocab.ids), max(vocab.ids)
-    )
+        "added %d audio tokens for %s (ids %d..%d, init %s)",
+        vocab.num_tokens, source.identity, min(vocab.ids), max(vocab.ids), init if model is not None else "-",
+    )  # fmt: skip
     return vocab

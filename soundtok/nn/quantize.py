@@ -189,6 +189,11 @@ class VectorQuantizer(nn.Module):
         with torch.autocast(device_type=x.device.type, enabled=False):
             return self._search(x.float())
 
+    @torch.no_grad()
+    def code_vectors(self) -> Tensor:
+        """``[V, D]`` float32: the vector of every code, as :meth:`decode` gives it."""
+        return self._project_out(self._unit(self.codebook.float())).detach().clone()
+
     def decode(self, codes: Tensor) -> Tensor:
         """Vectors ``[B, D, T']`` for ``codes [B, T']``: what forward outputs for those codes in eval mode.
 

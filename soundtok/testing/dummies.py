@@ -87,6 +87,9 @@ class ToyTokenizer(AudioTokenizer):
     def levels(self) -> tuple[LevelSpec, ...]:
         return tuple(LevelSpec(h, n) for h, n in zip(self.config.hops, self.config.codebook_sizes, strict=True))
 
+    def _code_vectors(self, level: int) -> torch.Tensor:
+        return self._levels()[level].codebook  # [N, dim]
+
     def _encode(self, wav: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
         return [level.encode(wav) for level in self._levels()]
 

@@ -91,6 +91,19 @@ class AudioTokenizer(nn.Module, ABC):
     @abstractmethod
     def _decode(self, codes: list[torch.Tensor], lengths: torch.Tensor) -> torch.Tensor: ...
 
+    def code_vectors(self, level: int) -> torch.Tensor | None:
+        """``[N_l, D]``: the vector each code of ``level`` stands for (a codebook entry as the decoder receives it,
+        a k-means centroid), or None for a family without such a table. Codes close in this space sound alike;
+        :func:`soundtok.llm.extend_vocab` uses it to initialise an LLM's audio-token embeddings."""
+        if not 0 <= level < self.num_levels:
+            raise IndexError(f"{self.name} has levels 0..{self.num_levels - 1}, not {level}")
+        vectors = self._code_vectors(level)
+        return None if vectors is None else vectors.detach().float().cpu()
+
+    def _code_vectors(self, level: int) -> torch.Tensor | None:
+        """A family's table for :meth:`code_vectors` (``level`` already checked); None: the family has none."""
+        return None
+
     # ----------------------------------------------------------------------------------------------------
     # derived facts
     @property

@@ -119,6 +119,9 @@ class CodecTokenizer(AudioTokenizer):
     def levels(self) -> tuple[LevelSpec, ...]:
         return tuple(LevelSpec(self.config.hop_length, self.config.codebook_size) for _ in range(self.num_codebooks))
 
+    def _code_vectors(self, level: int) -> torch.Tensor:
+        return self.quantizer.level(level).code_vectors()  # [N, D]: this level's share of the latent
+
     def forward(self, wav: torch.Tensor) -> CodecOutput:
         """Training pass on ``[B, 1, T]`` (T a multiple of the hop): quantizer dropout applies in train mode."""
         q = self.quantizer(self.encoder(wav))  # quantized [B, D, T']

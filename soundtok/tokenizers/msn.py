@@ -568,6 +568,9 @@ class MSNTokenizer(LatentFlowTokenizer):
     def levels(self) -> tuple[LevelSpec, ...]:
         return (LevelSpec(self.config.hop_length, self.config.codebook_size),)
 
+    def _code_vectors(self, level: int) -> Tensor:
+        return cast(Tensor, self.quantizer.code_vectors())  # [N, E]
+
     def _token_vectors(self, codes: list[Tensor]) -> Tensor:
         return cast(Tensor, self.quantizer.decode(codes[0]))  # [B, E, T']
 

@@ -182,6 +182,9 @@ class SemanticTokenizer(LatentFlowTokenizer):
     def licence(self) -> str:
         return "Whisper weights MIT; shipped centroids/decoder fitted on CC BY-NC(-SA) data: non-commercial"
 
+    def _code_vectors(self, level: int) -> Tensor:
+        return self.centroids[level]  # [K, D_f]: the encoder features each cluster stands for
+
     def _identity_extra(self) -> str:
         encoder = "none" if self.encoder is None else module_fingerprint(self.encoder)
         settings = getattr(self.encoder, "settings", {})
