@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,15 @@ from soundtok.corpus import AudioItem, Manifest
 from soundtok.errors import SoundtokError
 from soundtok.launch import run_accelerate
 from soundtok.llm.dummies import tiny_causal_lm, tiny_chat_tokenizer
-from soundtok.llm.recipe import INSTRUCTIONS_FILE, MODEL_DIR, LLMTrainConfig, load_audio_llm, load_llm_config, train_llm
+from soundtok.llm.recipe import (
+    BASE_FILE,
+    INSTRUCTIONS_FILE,
+    MODEL_DIR,
+    LLMTrainConfig,
+    load_audio_llm,
+    load_llm_config,
+    train_llm,
+)
 from soundtok.testing import fixture_path, load_fixture
 
 pytest.importorskip("peft")
@@ -63,6 +72,19 @@ def test_recipe_trains_exports_and_chats(inputs: tuple[Path, Path], tmp_path: Pa
     assert train_llm(config(inputs), run) == out
     after = load_audio_llm(out).model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_resume_on_another_base_is_refused(inputs: tuple[Path, Path], tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train_llm(config(inputs, steps=1, audio_init="codebook"), run)
+    assert json.loads((run / BASE_FILE).read_text())["audio_init"] == "codebook"
+    with pytest.raises(SoundtokError, match="audio_init: 'codebook' in the run, 'random' now"):
+        train_llm(config(inputs, steps=2, audio_init="random"), run)
+    assert train_llm(config(inputs, steps=2, audio_init="codebook"), run) == run / MODEL_DIR  # same base: resumes
+    # a run folder from before base.json was built with the mean init
+    (run / BASE_FILE).unlink()
+    with pytest.raises(SoundtokError, match="audio_init: 'mean' in the run, 'codebook' now"):
+        train_llm(config(inputs, steps=3, audio_init="codebook"), run)
 
 
 def test_changed_data_needs_a_new_run(inputs: tuple[Path, Path], tmp_path: Path) -> None:

@@ -13,7 +13,11 @@
    tokenizer), which :func:`load_audio_llm` and ``soundtok chat RUN/model ...`` load.
 
 Rerunning the same command resumes at the first unfinished stage. Every value of :class:`LLMTrainConfig` can be
-overridden on the command line (``steps=200 lora.audio_weight=1``).
+overridden on the command line (``steps=200 lora.audio_weight=1``). What the saved training state is built on (the
+LLM, the audio tokenizer's fingerprint, ``audio_init`` and ``seed``, from which the extended embedding is rebuilt
+on every resume) is written to ``RUN/base.json``; a resume with other values is refused, since the state would
+silently be applied to another base. A run folder from before ``base.json`` existed was built with
+``audio_init: mean``.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ MODEL_DIR = "model"
 TOKENS_DIR = "tokens"
 INSTRUCTIONS_FILE = "instructions.jsonl"
 META_FILE = "soundtok_llm.json"
+BASE_FILE = "base.json"
 
 
 class LLMTrainConfig(Strict):
@@ -127,6 +132,30 @@ def _extended_llm(cfg: LLMTrainConfig, audio: AudioTokenizer) -> tuple[PreTraine
     return model, tokenizer, vocab
 
 
+def check_base(cfg: LLMTrainConfig, run_dir: Path, audio: AudioTokenizer) -> None:
+    """Write ``RUN/base.json`` (module docstring), or refuse to resume on another base than the one it names."""
+    from soundtok.train.state import STATE_DIR
+
+    base = {"llm": cfg.llm, "audio_tokenizer": str(audio.identity), "audio_init": cfg.audio_init, "seed": cfg.seed}
+    path = run_dir / BASE_FILE
+    if path.is_file():
+        saved = json.loads(path.read_text())
+    elif any((run_dir / STATE_DIR).glob("step-*")):  # a run from before base.json: only the init is known
+        saved = {"audio_init": "mean"}
+    else:
+        saved = {}
+    changed = {k: (saved[k], base[k]) for k in saved if k in base and saved[k] != base[k]}
+    if changed:
+        what = ", ".join(f"{k}: {old!r} in the run, {new!r} now" for k, (old, new) in changed.items())
+        raise SoundtokError(
+            f"{run_dir} was trained on another base ({what}); its saved state only fits that one. "
+            "Resume with the run's settings, or train in a new run folder"
+        )
+    if int(os.environ.get("RANK", "0")) == 0:
+        text = json.dumps(base, indent=2) + "\n"
+        atomic_write(path, lambda tmp: tmp.write_text(text), force=True)
+
+
 def train_llm(cfg: LLMTrainConfig, run_dir: str | os.PathLike[str]) -> Path | None:
     """Run (or resume) the recipe (module docstring); returns ``RUN/model`` once it is exported."""
     import soundtok
@@ -141,6 +170,7 @@ def train_llm(cfg: LLMTrainConfig, run_dir: str | os.PathLike[str]) -> Path | No
     instructions = prepare_data(cfg, run_dir, audio)
     store = TokenStore(run_dir / TOKENS_DIR)
 
+    check_base(cfg, run_dir, audio)
     model, tokenizer, vocab = _extended_llm(cfg, audio)
     run = train_lora(
         model, tokenizer, vocab, instructions, store.get, settings, run_dir,
