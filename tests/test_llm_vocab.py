@@ -171,7 +171,7 @@ def test_embedding_rows_initialised_at_the_mean(toy: AudioTokenizer, tied: bool)
     with torch.no_grad():
         logits_before = model(text).logits
 
-    vocab = extend_vocab(model, tok, toy, noise_scale=0.1, seed=0)
+    vocab = extend_vocab(model, tok, toy, init="mean", noise_scale=0.1, seed=0)
     emb, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
     assert emb.shape[0] == head.shape[0] == len(tok) == old_rows + 50
     assert (head is emb) == tied
@@ -241,7 +241,7 @@ def test_padded_embedding_matrix(toy: AudioTokenizer) -> None:
     tok = tiny_chat_tokenizer()
     model = tiny_causal_lm(len(tok) + 20)
     before = model.get_input_embeddings().weight.detach().clone()
-    vocab = extend_vocab(model, tok, toy, pad_to_multiple_of=64)
+    vocab = extend_vocab(model, tok, toy, init="mean", pad_to_multiple_of=64)
     emb = model.get_input_embeddings().weight
     assert vocab.audio_start_id == len(tok) - 50 and emb.shape[0] % 64 == 0 and emb.shape[0] >= len(tok)
     assert torch.equal(emb[: vocab.audio_start_id], before[: vocab.audio_start_id])

@@ -64,7 +64,7 @@ class LLMTrainConfig(Strict):
     datasets: list[str] | None = None  # default: every dataset of the corpus
     tasks: list[str] | None = None  # default: every task of soundtok.llm.instructions.TASKS
     templates_per_item: int = Field(1, ge=1)
-    audio_init: Literal["mean", "random", "codebook"] = "mean"  # audio-token input rows (soundtok.llm.vocab)
+    audio_init: Literal["mean", "random", "codebook"] = "codebook"  # audio-token input rows (soundtok.llm.vocab)
     lora: dict[str, Any] = Field(default_factory=dict)  # fields of soundtok.llm.LoRASettings
     steps: int = Field(1000, ge=1)
     batch_size: int = Field(8, ge=1)

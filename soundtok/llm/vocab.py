@@ -502,7 +502,7 @@ def extend_vocab(
     tokenizer: PreTrainedTokenizerBase,
     source: _AudioSource,
     *,
-    init: str = "mean",
+    init: str = "codebook",
     noise_scale: float = 0.1,
     seed: int = 0,
     pad_to_multiple_of: int | None = None,
