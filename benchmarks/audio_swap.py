@@ -90,9 +90,9 @@ def answers_of(ins: Instruction) -> set[str]:
     return {normalize_text(r) for r in (*ins.references, ins.answer) if r}
 
 
-def partner_of(ins: Instruction, pool: Sequence[Instruction], lengths: dict[str, int], datasets: dict[str, str]) -> (
-    Instruction | None
-):  # fmt: skip
+def partner_of(
+    ins: Instruction, pool: Sequence[Instruction], lengths: dict[str, int], datasets: dict[str, str]
+) -> Instruction | None:
     """The partner of ``ins`` among ``pool`` (module docstring), or None when no instruction qualifies."""
     mine = answers_of(ins)
     others = [p for p in pool if p.item_id != ins.item_id and not (answers_of(p) & mine)]
