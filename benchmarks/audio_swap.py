@@ -14,6 +14,7 @@ text.
 
     python benchmarks/audio_swap.py --runs runs/lora-smollm2-msn-1000 runs/lora-smollm2-msn-w1-1000 --limit 30
     python benchmarks/audio_swap.py --runs runs/lora-smollm2-msn-1000 --split train --limit 30   # memorised?
+    python benchmarks/audio_swap.py --runs runs/a runs/b --limit 30 --resume   # score b, keep a's earlier scores
 
 Definitions
 -----------
@@ -201,11 +202,14 @@ def markdown(report: dict[str, Any]) -> str:
     runs = report["runs"]
     names = list(runs)
     tasks = [t for t in dict.fromkeys(t for r in runs.values() for t in r["tasks"])]
+    commands: dict[str, list[str]] = defaultdict(list)
+    for name, result in runs.items():
+        commands[f"`{result.get('command', report['command'])}` ({result.get('date', report['date'])})"].append(name)
     lines = [
         "# Audio swap test: does the model use the audio?",
         "",
-        f"`{report['command']}`  ",
-        f"{report['date']}, {report['machine']}, {report['seconds']:.0f} s. Split: **{report['split']}**, "
+        *(f"{cmd}: {', '.join(scored)}  " for cmd, scored in commands.items()),
+        f"{report['machine']}; this report took {report['seconds']:.0f} s. Split: **{report['split']}**, "
         f"at most {report['limit']} instructions per task.",
         "",
         "Each instruction's reference answer is scored (mean NLL per supervised id) after its own audio and after "
@@ -247,6 +251,33 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write(report: dict[str, Any], out: Path, stem: str, started: float) -> str:
+    report["seconds"] = round(time.time() - started, 1)
+    (out / f"{stem}.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
+    text = markdown(report)
+    (out / f"{stem}.md").write_text(text)
+    return text
+
+
+def previous_runs(path: Path, report: dict[str, Any], runs: dict[str, Path]) -> dict[str, Any]:
+    """``--resume``: the runs of an earlier report at ``path`` (same split and limit) whose model is still the one
+    in their folder (same tokenizer, steps and training tokens), each with the command and date that scored it."""
+    if not path.is_file():
+        return {}
+    old = json.loads(path.read_text())
+    for key in ("split", "limit"):
+        if old.get(key) != report[key]:
+            raise SystemExit(f"--resume: {path} was made with {key} {old.get(key)}, not {report[key]}; "
+                             "drop --resume or pass another --out")  # fmt: skip
+    kept = {}
+    for name, result in old["runs"].items():
+        meta_path = runs.get(name, Path(result["run"])) / MODEL_DIR / META_FILE
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        if all(meta.get(k) == result.get(k) for k in ("audio_tokenizer", "steps", "train_tokens")):
+            kept[name] = {"command": old["command"], "date": old["date"]} | result
+    return kept
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", nargs="+", type=Path, required=True, help="run folders (each with model/)")
@@ -255,6 +286,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--corpus", type=Path, default=None, help="the shared corpus (default: the usual one)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--resume", action="store_true", help="keep the runs already scored in the --out report")
     args = parser.parse_args()
     if args.limit is not None and args.limit < 1:
         parser.error("--limit must be at least 1")
@@ -278,13 +310,16 @@ def main() -> None:
     names = [r.name if [x.name for x in args.runs].count(r.name) == 1 else str(r) for r in args.runs]
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "audio_swap" if args.split == "test" else f"audio_swap_{args.split}"
+    if args.resume:
+        report["runs"] = previous_runs(args.out / f"{stem}.json", report, dict(zip(names, args.runs, strict=True)))
     for name, run in zip(names, args.runs, strict=True):
+        if name in report["runs"]:
+            log.info("%s: kept from %s (--resume)", name, args.out / f"{stem}.json")
+            continue
         report["runs"][name] = evaluate_run(run, args, corpus)
-        report["seconds"] = round(time.time() - started, 1)
-        (args.out / f"{stem}.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
-        text = markdown(report)
-        (args.out / f"{stem}.md").write_text(text)
-    print(text)
+        report["runs"][name] |= {"command": report["command"], "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+        write(report, args.out, stem, started)  # a killed benchmark keeps the runs it finished
+    print(write(report, args.out, stem, started))
 
 
 if __name__ == "__main__":

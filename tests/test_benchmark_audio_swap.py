@@ -100,6 +100,22 @@ def test_swap_test_on_a_tiny_run(bench: ModuleType, tmp_path: Path, monkeypatch:
     assert {p["partner"].split("/")[1] for p in pairs.values()} == {"7_x_1", "3_y_1"}  # each other
     assert "| classify_digit | 2 |" in (out / "audio_swap.md").read_text()
 
+    # --resume keeps a run whose model is unchanged (with the command that scored it), scores it again otherwise
+    again = ["audio_swap.py", "--runs", str(run), "--threads", "1", "--out", str(out), "--resume"]
+    monkeypatch.setattr(sys, "argv", again)
+    bench.main()
+    kept = json.loads((out / "audio_swap.json").read_text())
+    assert kept["runs"]["run"]["tasks"] == tasks
+    assert kept["runs"]["run"]["command"] == report["command"] != kept["command"]
+    meta_path = run / "model" / "soundtok_llm.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps(meta | {"steps": 2}))
+    bench.main()
+    assert json.loads((out / "audio_swap.json").read_text())["runs"]["run"]["command"].endswith("--resume")
+    monkeypatch.setattr(sys, "argv", [*again, "--limit", "1"])
+    with pytest.raises(SystemExit, match="limit"):
+        bench.main()
+
     # the own score is the training loss of the instruction, unweighted: HF's mean NLL over its labels
     llm = load_audio_llm(run / "model")
     first = next(i for i in from_jsonl(run / INSTRUCTIONS_FILE) if i.id in pairs)
