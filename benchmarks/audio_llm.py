@@ -1058,6 +1058,20 @@ def previous_runs(out: Path, report: dict[str, Any], runs: dict[str, Path]) -> d
     return kept
 
 
+def start(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
+    """What the audio-LLM benchmarks share at start: check ``--limit`` and that every ``--runs`` folder is trained,
+    set up logging and ``--threads``; return each run's name in the report (its folder's name, or its path when two
+    folders share a name)."""
+    if args.limit is not None and args.limit < 1:
+        parser.error("--limit must be at least 1")
+    missing = [str(r) for r in args.runs if not (r / MODEL_DIR / META_FILE).is_file()]
+    if missing:
+        parser.error(f"not trained run folders (no {MODEL_DIR}/{META_FILE}): {missing}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(args.threads)
+    return [r.name if [x.name for x in args.runs].count(r.name) == 1 else str(r) for r in args.runs]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", nargs="+", type=Path, required=True, help="run folders (each with model/)")
@@ -1080,17 +1094,10 @@ def main() -> None:
         args.limit = args.limit or 4
         args.max_seconds = args.max_seconds or 2.0
     args.max_seconds = args.max_seconds or 5.0
-    if args.limit is not None and args.limit < 1:
-        parser.error("--limit must be at least 1")
-    missing = [str(r) for r in args.runs if not (r / MODEL_DIR / META_FILE).is_file()]
-    if missing:
-        parser.error(f"not trained run folders (no {MODEL_DIR}/{META_FILE}): {missing}")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    torch.set_num_threads(args.threads)
+    names = start(parser, args)
 
     started = time.time()
     shared = Shared(args)
-    names = [r.name if [x.name for x in args.runs].count(r.name) == 1 else str(r) for r in args.runs]
     report: dict[str, Any] = {
         "command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),

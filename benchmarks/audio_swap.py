@@ -63,6 +63,7 @@ from audio_llm import (  # noqa: E402
     run_manifest,
     select,
     selection_order,
+    start,
     wilson,
 )
 
@@ -288,13 +289,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--resume", action="store_true", help="keep the runs already scored in the --out report")
     args = parser.parse_args()
-    if args.limit is not None and args.limit < 1:
-        parser.error("--limit must be at least 1")
-    missing = [str(r) for r in args.runs if not (r / MODEL_DIR / META_FILE).is_file()]
-    if missing:
-        parser.error(f"not trained run folders (no {MODEL_DIR}/{META_FILE}): {missing}")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    torch.set_num_threads(args.threads)
+    names = start(parser, args)
 
     started = time.time()
     corpus = load_shared_corpus(args.corpus)
@@ -307,7 +302,6 @@ def main() -> None:
         "limit": args.limit,
         "runs": {},
     }
-    names = [r.name if [x.name for x in args.runs].count(r.name) == 1 else str(r) for r in args.runs]
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "audio_swap" if args.split == "test" else f"audio_swap_{args.split}"
     if args.resume:
