@@ -81,10 +81,26 @@ def test_resume_on_another_base_is_refused(inputs: tuple[Path, Path], tmp_path: 
     with pytest.raises(SoundtokError, match="audio_init: 'codebook' in the run, 'random' now"):
         train_llm(config(inputs, steps=2, audio_init="random"), run)
     assert train_llm(config(inputs, steps=2, audio_init="codebook"), run) == run / MODEL_DIR  # same base: resumes
+    # a base.json from before untie_head was written by a tied run
+    base = json.loads((run / BASE_FILE).read_text())
+    del base["untie_head"]
+    (run / BASE_FILE).write_text(json.dumps(base))
+    with pytest.raises(SoundtokError, match="untie_head: False in the run, True now"):
+        train_llm(config(inputs, steps=3, audio_init="codebook", untie_head=True), run)
     # a run folder from before base.json was built with the mean init
     (run / BASE_FILE).unlink()
     with pytest.raises(SoundtokError, match="audio_init: 'mean' in the run, 'codebook' now"):
         train_llm(config(inputs, steps=3, audio_init="codebook"), run)
+
+
+def test_untied_head_trains_exports_and_answers(inputs: tuple[Path, Path], tmp_path: Path) -> None:
+    """``untie_head: true`` on the tied tiny LLM: the exported model keeps a head of its own and loads for chat."""
+    run = tmp_path / "run"
+    out = train_llm(config(inputs, steps=2, untie_head=True), run)
+    assert out == run / MODEL_DIR and json.loads((run / BASE_FILE).read_text())["untie_head"] is True
+    llm = load_audio_llm(out)
+    assert llm.model.get_output_embeddings().weight is not llm.model.get_input_embeddings().weight
+    assert isinstance(llm.ask("what is this?", torch.randn(1, 1600), 16000, max_new_tokens=3), str)
 
 
 def test_changed_data_needs_a_new_run(inputs: tuple[Path, Path], tmp_path: Path) -> None:

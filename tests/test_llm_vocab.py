@@ -222,6 +222,51 @@ def test_audio_rows_spread_like_text_rows(toy: AudioTokenizer, init: str) -> Non
     assert torch.equal(again.get_input_embeddings().weight.detach(), emb)
 
 
+def test_untie_keeps_text_predictions_with_codebook_rows(tmp_path: Path, toy: AudioTokenizer) -> None:
+    """``untie=True``: a tied model gets its own head (a copy), the input's audio rows follow ``init`` while the
+    head's get the mean init, so text logits are unchanged and every audio id's logit stays near the average one;
+    saved and reloaded, the two stay apart. Without it the same codebook rows stray far from it (the leak it fixes)."""
+    from transformers import AutoModelForCausalLM
+
+    from soundtok.llm import untie_output_embeddings
+
+    text = torch.tensor([[1, 7, 3, 11, 4, 18, 2]])
+
+    def audio_spread(model: torch.nn.Module, vocab: AudioVocab) -> float:
+        """How far the audio ids' logits stray from the mean text logit, in text-logit standard deviations."""
+        with torch.no_grad():
+            logits = model(text).logits  # [1, T, V]
+        old = logits[..., : min(vocab.ids)]
+        return float(((logits[..., vocab.ids] - old.mean(-1, keepdim=True)).abs().amax(-1) / old.std(-1)).max())
+
+    tok = tiny_chat_tokenizer()
+    model = tiny_causal_lm(len(tok))
+    before = model.get_input_embeddings().weight.detach().clone()
+    with torch.no_grad():
+        logits_before = model(text).logits
+    vocab = extend_vocab(model, tok, toy, init="codebook", untie=True, seed=0)
+    emb, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+    assert head is not emb and not model.config.tie_word_embeddings
+    assert torch.equal(head[: len(before)], before) and torch.equal(emb[: len(before)], before)
+    mean, std = before.mean(0), before.std(0)
+    assert ((head[vocab.ids] - mean).abs() < 0.6 * std).all()  # the head's new rows: mean + 0.1 std noise
+    assert ((emb[vocab.ids[2:]] - mean) / std).std() > 0.7  # the input's code rows: spread like words
+    with torch.no_grad():
+        logits_after = model(text).logits
+    assert torch.allclose(logits_after[..., : len(before)], logits_before, atol=1e-6)
+    tied = tiny_causal_lm(len(before))
+    tied_vocab = extend_vocab(tied, tiny_chat_tokenizer(), toy, init="codebook", seed=0)
+    spread, tied_spread = audio_spread(model, vocab), audio_spread(tied, tied_vocab)
+    assert spread < 0.5 < tied_spread, (spread, tied_spread)
+
+    model.save_pretrained(tmp_path / "m")
+    again = AutoModelForCausalLM.from_pretrained(tmp_path / "m", local_files_only=True)
+    assert again.get_output_embeddings().weight is not again.get_input_embeddings().weight
+    assert torch.equal(again.get_output_embeddings().weight, head)
+    assert torch.equal(again.get_input_embeddings().weight, emb)
+    assert untie_output_embeddings(again) is False  # already untied: left as it is
+
+
 def test_bad_init_is_named(toy: AudioTokenizer) -> None:
     from soundtok.llm.vocab import resize_embeddings
 

@@ -71,6 +71,7 @@ from soundtok.llm.vocab import (
     extend_vocab,
     interleave_order,
     resize_embeddings,
+    untie_output_embeddings,
 )
 
 __all__ = [
@@ -117,6 +118,7 @@ __all__ = [
     "train_lora",
     "trainable_parameters",
     "Turn",
+    "untie_output_embeddings",
     "verify_cache",
     "weighted_lm_loss",
 ]

@@ -14,10 +14,10 @@
 
 Rerunning the same command resumes at the first unfinished stage. Every value of :class:`LLMTrainConfig` can be
 overridden on the command line (``steps=200 lora.audio_weight=1``). What the saved training state is built on (the
-LLM, the audio tokenizer's fingerprint, ``audio_init`` and ``seed``, from which the extended embedding is rebuilt
-on every resume) is written to ``RUN/base.json``; a resume with other values is refused, since the state would
-silently be applied to another base. A run folder from before ``base.json`` existed was built with
-``audio_init: mean``.
+LLM, the audio tokenizer's fingerprint, ``audio_init``, ``untie_head`` and ``seed``, from which the extended
+embedding is rebuilt on every resume) is written to ``RUN/base.json``; a resume with other values is refused, since
+the state would silently be applied to another base. A run folder from before ``base.json`` existed was built with
+``audio_init: mean``; one whose ``base.json`` predates ``untie_head`` was built tied.
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ class LLMTrainConfig(Strict):
     tasks: list[str] | None = None  # default: every task of soundtok.llm.instructions.TASKS
     templates_per_item: int = Field(1, ge=1)
     audio_init: Literal["mean", "random", "codebook"] = "codebook"  # audio-token input rows (soundtok.llm.vocab)
+    untie_head: bool = False  # give a tied LLM its own output head first (soundtok.llm.vocab.untie_output_embeddings)
     lora: dict[str, Any] = Field(default_factory=dict)  # fields of soundtok.llm.LoRASettings
     steps: int = Field(1000, ge=1)
     batch_size: int = Field(8, ge=1)
@@ -128,7 +129,7 @@ def _extended_llm(cfg: LLMTrainConfig, audio: AudioTokenizer) -> tuple[PreTraine
     from soundtok.llm.vocab import extend_vocab
 
     model, tokenizer = load_llm(cfg.llm)
-    vocab = extend_vocab(model, tokenizer, audio, init=cfg.audio_init, seed=cfg.seed)
+    vocab = extend_vocab(model, tokenizer, audio, init=cfg.audio_init, untie=cfg.untie_head, seed=cfg.seed)
     return model, tokenizer, vocab
 
 
@@ -136,12 +137,13 @@ def check_base(cfg: LLMTrainConfig, run_dir: Path, audio: AudioTokenizer) -> Non
     """Write ``RUN/base.json`` (module docstring), or refuse to resume on another base than the one it names."""
     from soundtok.train.state import STATE_DIR
 
-    base = {"llm": cfg.llm, "audio_tokenizer": str(audio.identity), "audio_init": cfg.audio_init, "seed": cfg.seed}
+    base = {"llm": cfg.llm, "audio_tokenizer": str(audio.identity), "audio_init": cfg.audio_init,
+            "untie_head": cfg.untie_head, "seed": cfg.seed}  # fmt: skip
     path = run_dir / BASE_FILE
     if path.is_file():
-        saved = json.loads(path.read_text())
+        saved = {"untie_head": False} | json.loads(path.read_text())  # untie_head came later; runs before were tied
     elif any((run_dir / STATE_DIR).glob("step-*")):  # a run from before base.json: only the init is known
-        saved = {"audio_init": "mean"}
+        saved = {"audio_init": "mean", "untie_head": False}
     else:
         saved = {}
     changed = {k: (saved[k], base[k]) for k in saved if k in base and saved[k] != base[k]}

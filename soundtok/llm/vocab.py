@@ -52,8 +52,13 @@ neither run used the audio yet (``benchmarks/results/audio_swap_init_pilot.md``)
 
 With tied embeddings (SmolLM2) the input rows are also the output rows, so before training ``random`` and
 ``codebook`` rows take 0.42 and 0.51 of the next-token probability at the positions of a short chat (``mean``:
-1.4e-4; 0.34 with ``noise_scale`` 1 on all 8,192 rows, KL 1.3 nats). ``generate_text`` masks audio ids, and
-training lowers them at text positions.
+1.4e-4; 0.34 with ``noise_scale`` 1 on all 8,192 rows, KL 1.3 nats). ``generate_text`` masks audio ids, but
+training does not remove the leak: after the 1000-step run with ``codebook`` rows, audio ids still hold about 44% of
+the probability on plain held-out text (``benchmarks/results/audio_llm.md``). ``untie=True``
+(:func:`untie_output_embeddings`) gives such a model its own output head first, a copy of the embedding (for
+SmolLM2-135M, 28M more parameters): the audio rows of the input then follow ``init`` while those of the head get the
+mean init above, so text predictions stay where they were, as for a model whose head was never tied (Vicuna, the
+paper's LLM).
 
 >>> from soundtok.types import LevelSpec
 >>> order = interleave_order((LevelSpec(160, 16), LevelSpec(320, 32)), length=640)
@@ -502,22 +507,42 @@ def _init_rows(
     weight[fresh] = (mean + noise_scale * std * z).to(weight.dtype)
 
 
+@torch.no_grad()
+def untie_output_embeddings(model: PreTrainedModel) -> bool:
+    """Give a model whose output head shares the input embedding's weight a head of its own, a copy of that weight
+    (so the model computes exactly what it did), and mark its config untied so that resizing and saving keep the two
+    apart. Returns whether the head was tied; an untied model is left as it is."""
+    embedding, head = model.get_input_embeddings(), model.get_output_embeddings()
+    if head is None or _weight(head) is not _weight(embedding):
+        return False
+    head.weight = torch.nn.Parameter(_weight(embedding).detach().clone())
+    for config in {id(c): c for c in (model.config, model.config.get_text_config())}.values():
+        config.tie_word_embeddings = False
+    if _weight(model.get_output_embeddings()) is _weight(model.get_input_embeddings()):
+        raise SoundtokError(f"{type(model).__name__} tied its output head to the input embeddings again")
+    return True
+
+
 def extend_vocab(
     model: PreTrainedModel | None,
     tokenizer: PreTrainedTokenizerBase,
     source: _AudioSource,
     *,
     init: str = "codebook",
+    untie: bool = False,
     noise_scale: float = 0.1,
     seed: int = 0,
     pad_to_multiple_of: int | None = None,
 ) -> AudioVocab:
     """Add ``source``'s audio tokens to ``tokenizer`` and (unless ``model`` is None) grow and initialise the model's
-    embeddings for them (``init``: :func:`resize_embeddings`; ``codebook`` reads ``source.code_vectors(level)``).
+    embeddings for them (``init``: :func:`resize_embeddings`; ``codebook`` reads ``source.code_vectors(level)``;
+    ``untie``: first give a tied model its own output head, :func:`untie_output_embeddings`).
     Save the result with ``model.save_pretrained(d)``, ``tokenizer.save_pretrained(d)``, ``vocab.save(d)``; reload
     with :func:`soundtok.llm.load_llm` and ``AudioVocab.load(d, tokenizer)``."""
     vocab = add_audio_tokens(tokenizer, source)
     if model is not None:
+        if untie and untie_output_embeddings(model):
+            log.info("untied %s's output head from its input embeddings", type(model).__name__)
         vectors = None
         if init == "codebook":
             table = getattr(source, "code_vectors", None)
