@@ -58,7 +58,8 @@ the probability on plain held-out text (``benchmarks/results/audio_llm.md``). ``
 (:func:`untie_output_embeddings`) gives such a model its own output head first, a copy of the embedding (for
 SmolLM2-135M, 28M more parameters): the audio rows of the input then follow ``init`` while those of the head get the
 mean init above, so text predictions stay where they were, as for a model whose head was never tied (Vicuna, the
-paper's LLM).
+paper's LLM). On SmolLM2-135M with msn-16k ``codebook`` rows, the audio ids' share of the next-token probability over
+a plain English sentence is 0.76 tied and 1.6e-4 untied, with the same input rows (cosine 0.48).
 
 >>> from soundtok.types import LevelSpec
 >>> order = interleave_order((LevelSpec(160, 16), LevelSpec(320, 32)), length=640)
