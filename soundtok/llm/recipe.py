@@ -140,10 +140,11 @@ def check_base(cfg: LLMTrainConfig, run_dir: Path, audio: AudioTokenizer) -> Non
     base = {"llm": cfg.llm, "audio_tokenizer": str(audio.identity), "audio_init": cfg.audio_init,
             "untie_head": cfg.untie_head, "seed": cfg.seed}  # fmt: skip
     path = run_dir / BASE_FILE
+    older = {"untie_head": False}  # keys added to base.json later, as the runs before them were built
     if path.is_file():
-        saved = {"untie_head": False} | json.loads(path.read_text())  # untie_head came later; runs before were tied
+        saved = older | json.loads(path.read_text())
     elif any((run_dir / STATE_DIR).glob("step-*")):  # a run from before base.json: only the init is known
-        saved = {"audio_init": "mean", "untie_head": False}
+        saved = older | {"audio_init": "mean"}
     else:
         saved = {}
     changed = {k: (saved[k], base[k]) for k in saved if k in base and saved[k] != base[k]}

@@ -455,6 +455,9 @@ def resize_embeddings(
     tied = head is not None and _weight(head) is emb
     model.resize_token_embeddings(need, pad_to_multiple_of=pad_to_multiple_of, mean_resizing=False)
     emb = _weight(model.get_input_embeddings())
+    head = model.get_output_embeddings()
+    if head is not None and (_weight(head) is emb) != tied:
+        raise RuntimeError(f"resizing {'untied' if tied else 'tied'} the output head and the input embeddings")
     fresh += list(range(need, int(emb.shape[0])))  # padding rows, if any
     gen = torch.Generator().manual_seed(seed)
     _init_rows(emb, known, fresh, noise_scale, gen)
@@ -465,14 +468,11 @@ def resize_embeddings(
             if vectors is not None and (vectors.ndim != 2 or vectors.shape[0] != spec.codebook_size):
                 raise ValueError(f"code_vectors[{level}] must be [{spec.codebook_size}, d], got {tuple(vectors.shape)}")
             _init_rows(emb, known, rows, 1.0, gen, None if vectors is None else _spread(vectors, emb.shape[1], gen))
-    head = model.get_output_embeddings()
     if head is not None and not tied:
         _init_rows(_weight(head), known, fresh, noise_scale, gen)
         bias = getattr(head, "bias", None)
         if bias is not None:
             bias[fresh] = bias[:known].float().mean().to(bias.dtype)
-    elif head is not None and _weight(head) is not emb:
-        raise RuntimeError("the output head was tied to the input embeddings before resizing and is not any more")
 
 
 def _weight(module: object) -> torch.Tensor:
@@ -518,9 +518,7 @@ def untie_output_embeddings(model: PreTrainedModel) -> bool:
         return False
     head.weight = torch.nn.Parameter(_weight(embedding).detach().clone())
     for config in {id(c): c for c in (model.config, model.config.get_text_config())}.values():
-        config.tie_word_embeddings = False
-    if _weight(model.get_output_embeddings()) is _weight(model.get_input_embeddings()):
-        raise SoundtokError(f"{type(model).__name__} tied its output head to the input embeddings again")
+        config.tie_word_embeddings = False  # resize_embeddings refuses a model that ties them again
     return True
 
 
