@@ -641,8 +641,15 @@ def examples(
 
 
 def model_key(meta: dict[str, Any]) -> dict[str, Any]:
-    """What identifies a trained run's model for ``--resume``: its tokenizer, LLM, steps and training tokens."""
-    return {k: meta.get(k) for k in ("llm", "audio_tokenizer", "steps", "train_tokens")}
+    """What identifies a trained run's model for ``--resume``: its tokenizer, LLM, steps, training tokens and the
+    time it was exported (absent from runs exported before soundtok recorded it)."""
+    return {k: meta.get(k) for k in ("llm", "audio_tokenizer", "steps", "train_tokens", "exported_at")}
+
+
+def stored_meta(folder: Path) -> dict[str, Any] | None:
+    """A run folder's model metadata, or None where the folder is not on this machine (scored elsewhere)."""
+    path = folder / MODEL_DIR / META_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def evaluate_run(run: Path, args: argparse.Namespace, shared: Shared) -> dict[str, Any]:
@@ -1038,8 +1045,10 @@ def write(report: dict[str, Any], out: Path) -> str:
 
 def previous_runs(out: Path, report: dict[str, Any], runs: dict[str, Path]) -> dict[str, Any]:
     """``--resume``: the runs already scored in ``out/audio_llm.json`` on the same settings and thread count, whose
-    model is still the one in their folder (a run trained further is scored again); runs of that report that this
-    command does not name are kept too. A report with other settings is refused, never mixed in."""
+    model is still the one in their folder (a run trained further or again is scored again); runs of that report
+    that this command does not name are kept too, and so are runs whose folder is not on this machine (kept as
+    recorded, with the command and date that scored them). A report with other settings is refused, never mixed
+    in."""
     path = out / "audio_llm.json"
     if not path.is_file():
         return {}
@@ -1050,10 +1059,11 @@ def previous_runs(out: Path, report: dict[str, Any], runs: dict[str, Path]) -> d
                              "drop --resume or pass another --out")  # fmt: skip
     kept = {}
     for name, result in old.get("runs", {}).items():
-        folder = runs.get(name, Path(result["run"]))
-        meta_path = folder / MODEL_DIR / META_FILE
-        current = model_key(json.loads(meta_path.read_text())) if meta_path.is_file() else None
-        if current is not None and result.get("model") == current:
+        meta = stored_meta(runs.get(name, Path(result["run"])))
+        if meta is None:  # not named (start() checked the named folders) and not on this machine
+            log.info("%s: its folder %s is not here; kept as recorded on %s", name, result["run"], result["date"])
+            kept[name] = result
+        elif result.get("model") == model_key(meta):
             kept[name] = result
     return kept
 

@@ -64,6 +64,7 @@ from audio_llm import (  # noqa: E402
     select,
     selection_order,
     start,
+    stored_meta,
     wilson,
 )
 
@@ -195,8 +196,9 @@ def evaluate_run(run: Path, args: argparse.Namespace, corpus: Manifest) -> dict[
                       for p, (o, s) in zip(group, scores, strict=True)},
         }  # fmt: skip
         log.info("%s %s: own wins %.2f, gap %+.3f", run.name, task, tasks[task]["own_wins"], tasks[task]["gap"])
-    return {"run": str(run), "steps": meta.get("steps"), "train_tokens": meta.get("train_tokens"),
-            "audio_tokenizer": meta.get("audio_tokenizer"), "tasks": tasks}  # fmt: skip
+    return {"run": str(run), "tasks": tasks} | {
+        k: meta.get(k) for k in ("audio_tokenizer", "steps", "train_tokens", "exported_at")
+    }
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -262,7 +264,8 @@ def write(report: dict[str, Any], out: Path, stem: str, started: float) -> str:
 
 def previous_runs(path: Path, report: dict[str, Any], runs: dict[str, Path]) -> dict[str, Any]:
     """``--resume``: the runs of an earlier report at ``path`` (same split and limit) whose model is still the one
-    in their folder (same tokenizer, steps and training tokens), each with the command and date that scored it."""
+    in their folder (same tokenizer, steps, training tokens and export time), or whose folder is not on this machine
+    (kept as recorded), each with the command and date that scored it."""
     if not path.is_file():
         return {}
     old = json.loads(path.read_text())
@@ -272,10 +275,12 @@ def previous_runs(path: Path, report: dict[str, Any], runs: dict[str, Path]) -> 
                              "drop --resume or pass another --out")  # fmt: skip
     kept = {}
     for name, result in old["runs"].items():
-        meta_path = runs.get(name, Path(result["run"])) / MODEL_DIR / META_FILE
-        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-        if all(meta.get(k) == result.get(k) for k in ("audio_tokenizer", "steps", "train_tokens")):
-            kept[name] = {"command": old["command"], "date": old["date"]} | result
+        meta = stored_meta(runs.get(name, Path(result["run"])))
+        if meta is None:  # not named (start() checked the named folders) and not on this machine
+            log.info("%s: its folder %s is not here; kept as recorded", name, result["run"])
+        elif any(meta.get(k) != result.get(k) for k in ("audio_tokenizer", "steps", "train_tokens", "exported_at")):
+            continue
+        kept[name] = {"command": old["command"], "date": old["date"]} | result
     return kept
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import shutil
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -144,28 +145,36 @@ def test_quick_benchmark_on_a_tiny_run(bench: ModuleType, tmp_path: Path, monkey
 
 
 def test_resume_keeps_only_runs_whose_model_is_unchanged(bench: ModuleType, tmp_path: Path) -> None:
-    def trained(name: str, steps: int) -> Path:
+    def trained(name: str, steps: int, exported_at: str = "2026-01-01 00:00:00") -> Path:
         model = tmp_path / name / "model"
         model.mkdir(parents=True, exist_ok=True)
-        meta = {"llm": "smollm2-135m", "audio_tokenizer": "msn-16k", "steps": steps, "train_tokens": 10 * steps}
+        meta = {"llm": "smollm2-135m", "audio_tokenizer": "msn-16k", "steps": steps, "train_tokens": 10 * steps,
+                "exported_at": exported_at}  # fmt: skip
         (model / "soundtok_llm.json").write_text(json.dumps(meta))
         return tmp_path / name
 
-    a, b = trained("a", 50), trained("b", 50)
+    a, b, c, gone = trained("a", 50), trained("b", 50), trained("c", 50), trained("gone", 50)
     report = {"settings": {"limit": 4}, "threads": 1, "command": "python x", "runs": {}}
     old = {
         **report,
         "runs": {
-            name: {"run": str(run), "model": bench.model_key(json.loads((run / "model/soundtok_llm.json").read_text()))}
-            for name, run in (("a", a), ("b", b))
+            name: {
+                "run": str(run),
+                "date": "then",
+                "model": bench.model_key(json.loads((run / "model/soundtok_llm.json").read_text())),
+            }
+            for name, run in (("a", a), ("b", b), ("c", c), ("gone", gone))
         },
     }
     out = tmp_path / "out"
     out.mkdir()
     (out / "audio_llm.json").write_text(json.dumps(old))
     trained("b", 100)  # b was trained further since: scored again
-    kept = bench.previous_runs(out, report, {"a": a, "b": b})
-    assert list(kept) == ["a"]
+    trained("c", 50, exported_at="2026-02-01 00:00:00")  # c was trained again with the same settings: scored again
+    shutil.rmtree(gone)  # scored on another machine: kept as recorded
+    kept = bench.previous_runs(out, report, {"a": a, "b": b, "c": c})
+    assert list(kept) == ["a", "gone"]
+    assert kept["gone"] == old["runs"]["gone"]
     assert bench.previous_runs(tmp_path / "nothing", report, {"a": a}) == {}
     with pytest.raises(SystemExit, match="settings"):
         bench.previous_runs(out, {**report, "settings": {"limit": 8}}, {"a": a})

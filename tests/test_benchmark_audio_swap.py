@@ -111,7 +111,13 @@ def test_swap_test_on_a_tiny_run(bench: ModuleType, tmp_path: Path, monkeypatch:
     meta = json.loads(meta_path.read_text())
     meta_path.write_text(json.dumps(meta | {"steps": 2}))
     bench.main()
-    assert json.loads((out / "audio_swap.json").read_text())["runs"]["run"]["command"].endswith("--resume")
+    rescored = json.loads((out / "audio_swap.json").read_text())
+    assert rescored["runs"]["run"]["command"].endswith("--resume")
+    # a run scored on another machine (its folder is not here) is kept as recorded
+    gone = rescored["runs"]["run"] | {"run": str(tmp_path / "elsewhere")}
+    (out / "audio_swap.json").write_text(json.dumps(rescored | {"runs": rescored["runs"] | {"gone": gone}}))
+    bench.main()
+    assert json.loads((out / "audio_swap.json").read_text())["runs"]["gone"]["tasks"] == gone["tasks"]
     monkeypatch.setattr(sys, "argv", [*again, "--limit", "1"])
     with pytest.raises(SystemExit, match="limit"):
         bench.main()

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -197,6 +198,8 @@ def train_llm(cfg: LLMTrainConfig, run_dir: str | os.PathLike[str]) -> Path | No
         "train_tokens": run.train_tokens,
         "lora": settings.to_dict(),
         "train_config": json.loads(cfg.model_dump_json()),
+        # tells two exports of the same config apart (a run trained again on another machine, say)
+        "exported_at": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     text = json.dumps(meta, indent=2) + "\n"
     atomic_write(out / META_FILE, lambda tmp: tmp.write_text(text), force=True)
