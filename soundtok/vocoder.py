@@ -30,13 +30,13 @@ from pathlib import Path
 from typing import Protocol
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from soundtok.audio.mel import MelConfig, log_mel
 from soundtok.checkpoint import load_weights, read_checkpoint_config
 from soundtok.config import Config
 from soundtok.errors import CheckpointError, InvalidAudioError, UnknownTokenizerError
+from soundtok.nn.spectral import ConvNeXtBlock, hann_window, overlap_add
 from soundtok.registry import CHECKPOINTS
 
 
@@ -70,23 +70,6 @@ class VocoderConfig(Config):
     def receptive_frames(self) -> int:
         """Mel frames on each side that one frame's spectrum depends on."""
         return (self.kernel_size // 2) * (self.num_layers + 1)
-
-
-class ConvNeXtBlock(nn.Module):
-    """Depthwise conv -> LayerNorm -> pointwise MLP (GELU) -> layer scale, with a residual connection."""
-
-    def __init__(self, dim: int, intermediate_dim: int, kernel_size: int, layer_scale: float) -> None:
-        super().__init__()
-        self.dwconv = nn.Conv1d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
-        self.norm = nn.LayerNorm(dim, eps=1e-6)
-        self.pwconv1 = nn.Linear(dim, intermediate_dim)
-        self.pwconv2 = nn.Linear(intermediate_dim, dim)
-        self.gamma = nn.Parameter(torch.full((dim,), layer_scale))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, D, F]
-        h = self.norm(self.dwconv(x).transpose(1, 2))  # [B, F, D]
-        h = self.gamma * self.pwconv2(F.gelu(self.pwconv1(h)))
-        return x + h.transpose(1, 2)
 
 
 class Vocoder(nn.Module):
@@ -216,33 +199,6 @@ class GriffinLim(nn.Module):
         return istft(magnitude * angles)
 
 
-def overlap_add(
-    spectrum: torch.Tensor, window: torch.Tensor, hop: int, frame_lengths: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Inverse STFT of ``spectrum [B, n_fft // 2 + 1, F]`` (centred frames) -> ``[B, 1, (F - 1) * hop]``.
-
-    Like ``torch.istft(center=True)``, but each item is normalised by the window envelope of its own frames
-    (``frame_lengths``) and zeroed past its end, so padding frames never leak into an item.
-    """
-    batch, _, frames = spectrum.shape
-    n_fft = window.shape[0]
-    if frame_lengths is None:
-        frame_lengths = torch.full((batch,), frames, device=spectrum.device)
-    mask = (torch.arange(frames, device=spectrum.device)[None, :] < frame_lengths[:, None]).to(window.dtype)
-    chunks = torch.fft.irfft(spectrum, n=n_fft, dim=1) * window[None, :, None]  # [B, n_fft, F]
-    total = n_fft + hop * (frames - 1)
-
-    def fold(frames: torch.Tensor) -> torch.Tensor:  # [B, n_fft, F] -> [B, total]
-        return F.fold(frames, output_size=(1, total), kernel_size=(1, n_fft), stride=(1, hop))[:, 0, 0]
-
-    signal = fold(chunks)
-    envelope = fold(window.square()[None, :, None] * mask[:, None, :])
-    wav = signal / envelope.clamp(min=1e-11)
-    wav = wav[:, n_fft // 2 : n_fft // 2 + hop * (frames - 1)]
-    samples = torch.arange(wav.shape[-1], device=wav.device)[None, :]
-    return (wav * (samples < (frame_lengths[:, None] - 1) * hop))[:, None]
-
-
 def load_vocoder(name_or_path: str | os.PathLike[str] = "vocoder-16k", device: str = "cpu") -> Vocoder | GriffinLim:
     """A vocoder by name (``vocoder-16k``: the shipped one; ``griffin-lim``) or from a checkpoint folder."""
     key = str(name_or_path)
@@ -290,9 +246,7 @@ def _chunked(
 
 def _padded_window(mel: MelConfig) -> torch.Tensor:
     """The analysis window of :func:`soundtok.audio.mel.log_mel`: Hann of ``win_length``, centred in ``n_fft``."""
-    window = torch.hann_window(mel.win_length, periodic=True)
-    left = (mel.n_fft - mel.win_length) // 2
-    return F.pad(window, (left, mel.n_fft - mel.win_length - left))
+    return hann_window(mel.n_fft, mel.win_length)
 
 
 def _pinv_filterbank(config: MelConfig) -> torch.Tensor:

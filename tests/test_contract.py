@@ -37,6 +37,7 @@ CASES = [
     Case("codec2-700c", input_rate=8000),
     Case("toy-tiny", decode_atol=1e-6),
     Case("codec-tiny", decode_atol=1e-5),
+    Case("codec-spectral-tiny", decode_atol=1e-5),
     Case("codec-16k", decode_atol=1e-5),
     Case("msn-tiny", decode_atol=1e-3),  # a vocoder-based tokenizer: random MSN + the shipped vocoder-16k
     Case("msn-16k", decode_atol=1e-3),  # float attention in a many-step ODE: codes exact, audio within 1e-3

@@ -43,15 +43,23 @@ def overrides(manifest: Path, steps: int) -> list[str]:
     return [*TINY, f"data.manifest={manifest}", f"steps={steps}"]
 
 
-def test_trains_exports_and_loads(manifest: Path, tmp_path: Path) -> None:
-    cfg = load_config(ROOT / "configs" / "codec-16k.yaml", overrides(manifest, 4))
+SPECTRAL = "model={strides: [2, 4, 5], latent_dim: 8, num_quantizers: 3, codebook_size: 16, encoder: stft, " + (
+    "decoder: istft, decoder_dim: 16, decoder_intermediate_dim: 32, decoder_layers: 2, encoder_layers: 1}"
+)
+
+
+@pytest.mark.parametrize(
+    ("model", "weight"),
+    [(None, "decoder.layers.0.conv.parametrizations.weight.original1"), (SPECTRAL, "decoder.head.weight")],
+    ids=["conv", "spectral"],
+)
+def test_trains_exports_and_loads(manifest: Path, tmp_path: Path, model: str | None, weight: str) -> None:
+    cfg = load_config(ROOT / "configs" / "codec-16k.yaml", [*overrides(manifest, 4), *([model] if model else [])])
     export = train_gan(cfg, tmp_path / "run")
     assert export is not None and (tmp_path / "run" / "logs").is_dir()
     tok = soundtok.load(export)
     assert tok.family == "codec" and tok.name == "codec-16k"
-    assert load_file(export / "model.safetensors")["decoder.layers.0.conv.parametrizations.weight.original1"].dtype == (
-        torch.float16
-    )
+    assert load_file(export / "model.safetensors")[weight].dtype == torch.float16
     wav = soundtok.testing.load_fixture("digit")[0]
     assert tok.decode(tok.encode(wav[None], 16000)).shape[-1] == wav.shape[-1]
 

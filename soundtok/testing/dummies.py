@@ -112,6 +112,27 @@ if "codec-tiny" not in PRESETS:
             config=CodecConfig(channels=4, strides=(2, 4), latent_dim=8, num_quantizers=3, codebook_size=16),
         )
     )
+if "codec-spectral-tiny" not in PRESETS:
+    register_preset(
+        Preset(
+            "codec-spectral-tiny",
+            "codec",
+            "the RVQ codec with the STFT encoder and the Vocos-style inverse-STFT decoder at toy size, random weights",
+            config=CodecConfig(
+                channels=4,
+                strides=(2, 4, 5),
+                latent_dim=8,
+                num_quantizers=3,
+                codebook_size=16,
+                encoder="stft",
+                encoder_layers=1,
+                decoder="istft",
+                decoder_dim=16,
+                decoder_intermediate_dim=32,
+                decoder_layers=2,
+            ),
+        )
+    )
 if "msn-tiny" not in PRESETS:
     register_preset(
         Preset(

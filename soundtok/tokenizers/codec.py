@@ -2,7 +2,8 @@
 
 A convolutional encoder (:mod:`soundtok.nn.conv`) turns 16 kHz audio into latents at ``sample_rate / hop`` frames
 per second (50 by default); a residual vector quantizer (:mod:`soundtok.nn.quantize`) turns each latent frame into
-up to ``num_quantizers`` codes; the decoder mirrors the encoder. Trained with quantizer dropout, one model serves
+up to ``num_quantizers`` codes; the decoder mirrors the encoder (``decoder="conv"``) or predicts STFT frames
+(``decoder="istft"``, Vocos-style). Trained with quantizer dropout, one model serves
 every bitrate from 1 to ``num_quantizers`` codebooks: :meth:`CodecTokenizer.set_num_codebooks` picks how many
 levels ``encode`` emits (each level is one codebook; its fingerprint records the count, so tokens made with 4
 levels are never decoded as 8-level tokens).
@@ -20,6 +21,7 @@ import torch
 from soundtok.config import Config
 from soundtok.nn.conv import Decoder, Encoder
 from soundtok.nn.quantize import QuantizerOutput, ResidualVectorQuantizer, RVQConfig
+from soundtok.nn.spectral import ISTFTDecoder, STFTEncoder
 from soundtok.registry import CHECKPOINTS, Preset, register_family, register_preset
 from soundtok.tokenizers.base import AudioTokenizer
 from soundtok.types import LevelSpec
@@ -38,6 +40,17 @@ class CodecConfig(Config):
     codebook_dim: int = 8  # the search space of factorised codes (DAC); unused by the default Euclidean codes
     quantizer_dropout: float = 0.5
     causal: bool = False
+    # "conv": the SEANet/DAC strided-conv encoder over samples; "stft": ConvNeXt blocks over log-magnitude STFT
+    # frames at `istft_upsample` x the frame rate (soundtok.nn.spectral.STFTEncoder), sized like the istft decoder
+    encoder: str = "conv"
+    encoder_layers: int = 4  # stft only
+    # "conv": the mirrored transposed-conv decoder (SEANet/DAC); "istft": a Vocos-style decoder, ConvNeXt blocks at
+    # `istft_upsample` x the frame rate predicting STFT magnitudes and phases (soundtok.nn.spectral.ISTFTDecoder)
+    decoder: str = "conv"
+    decoder_dim: int = 256  # istft only: ConvNeXt width, MLP width, blocks
+    decoder_intermediate_dim: int = 768
+    decoder_layers: int = 8
+    istft_upsample: int = 2
     # codebook practice (soundtok.nn.quantize.VQConfig). Default: EnCodec's Euclidean EMA codes with k-means init and
     # restarts below 40% of a uniform share. benchmarks/codebook_practices.py measured it on the codec-16k model
     # (300 steps, batch 8): 82% of the codes used per level, where DAC's factorised codes (factorised=True,
@@ -55,6 +68,12 @@ class CodecConfig(Config):
             raise ValueError(f"need at least one dilation and activation 'snake' or 'elu', got {self}")
         if self.num_quantizers < 1 or self.codebook_size < 2 or self.channels < 1 or self.latent_dim < 1:
             raise ValueError(f"invalid codec config {self}")
+        if self.decoder not in ("conv", "istft") or self.encoder not in ("conv", "stft"):
+            raise ValueError(f"encoder must be 'conv' or 'stft' and decoder 'conv' or 'istft', got {self}")
+        if (self.decoder == "istft" or self.encoder == "stft") and self.causal:
+            raise ValueError("the stft encoder and istft decoder look both ways; use 'conv' for a causal codec")
+        if self.decoder == "istft" and min(self.decoder_dim, self.decoder_intermediate_dim, self.decoder_layers) < 1:
+            raise ValueError(f"istft decoder sizes must be positive, got {self}")
 
     @property
     def hop_length(self) -> int:
@@ -85,16 +104,38 @@ class CodecOutput:
 
 @register_family("codec", CodecConfig)
 class CodecTokenizer(AudioTokenizer):
-    """Convolutional encoder -> residual VQ -> convolutional decoder."""
+    """Convolutional encoder -> residual VQ -> convolutional or inverse-STFT decoder."""
 
     config: CodecConfig
 
     def __init__(self, config: CodecConfig, name: str | None = None) -> None:
         super().__init__(config, name)
         c = config
-        self.encoder = Encoder(c.channels, c.strides, c.latent_dim, c.causal, c.dilations, c.activation)
+        self.encoder: Encoder | STFTEncoder
+        if c.encoder == "stft":
+            self.encoder = STFTEncoder(
+                c.latent_dim,
+                c.hop_length,
+                dim=c.decoder_dim,
+                intermediate_dim=c.decoder_intermediate_dim,
+                num_layers=c.encoder_layers,
+                downsample=c.istft_upsample,
+            )
+        else:
+            self.encoder = Encoder(c.channels, c.strides, c.latent_dim, c.causal, c.dilations, c.activation)
         self.quantizer = ResidualVectorQuantizer(config.rvq_config())
-        self.decoder = Decoder(c.channels, c.strides, c.latent_dim, c.causal, c.dilations, c.activation)
+        self.decoder: Decoder | ISTFTDecoder
+        if c.decoder == "istft":
+            self.decoder = ISTFTDecoder(
+                c.latent_dim,
+                c.hop_length,
+                dim=c.decoder_dim,
+                intermediate_dim=c.decoder_intermediate_dim,
+                num_layers=c.decoder_layers,
+                upsample=c.istft_upsample,
+            )
+        else:
+            self.decoder = Decoder(c.channels, c.strides, c.latent_dim, c.causal, c.dilations, c.activation)
         reach = self.encoder.receptive_field()
         self.context_samples = max(reach.left, reach.right)
         self.decode_context_frames = self.decoder.receptive_field_frames()
