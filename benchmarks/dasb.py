@@ -100,8 +100,8 @@ def system_inputs(system: str, ids: list[str], paths: dict[str, Path], work: Pat
 
 
 def compute_inputs(system: str, ids: list[str], paths: dict[str, Path]) -> tuple[InputSpec, dict]:
-    features = store()
     if system.startswith("continuous:"):
+        features = store()
         layer = int(system.split(":L")[1])
         spec = InputSpec("features", (features.frame_rate,), dim=features.dim)
         inputs: dict[str, Any] = {
@@ -109,6 +109,7 @@ def compute_inputs(system: str, ids: list[str], paths: dict[str, Path]) -> tuple
         }
         return spec, inputs
     if system.startswith("semantic:"):
+        features = store()
         layer, clusters = parse_semantic(system)
         centroids = load_file(str(STUDY / "kmeans" / f"L{layer}-K{clusters}.safetensors"))["centroids"][0]
         spec = InputSpec("tokens", (features.frame_rate,), (clusters,))

@@ -1,12 +1,16 @@
 """The RVQ waveform codec (DASB's "compression tokens", EnCodec/DAC family).
 
-A convolutional encoder (:mod:`soundtok.nn.conv`) turns 16 kHz audio into latents at ``sample_rate / hop`` frames
-per second (50 by default); a residual vector quantizer (:mod:`soundtok.nn.quantize`) turns each latent frame into
-up to ``num_quantizers`` codes; the decoder mirrors the encoder (``decoder="conv"``) or predicts STFT frames
-(``decoder="istft"``, Vocos-style). Trained with quantizer dropout, one model serves
-every bitrate from 1 to ``num_quantizers`` codebooks: :meth:`CodecTokenizer.set_num_codebooks` picks how many
-levels ``encode`` emits (each level is one codebook; its fingerprint records the count, so tokens made with 4
-levels are never decoded as 8-level tokens).
+An encoder turns 16 kHz audio into latents at ``sample_rate / hop`` frames per second (50 by default): strided
+convolutions over samples (``encoder="conv"``, SEANet/DAC, :mod:`soundtok.nn.conv`) or ConvNeXt blocks over
+log-magnitude STFT frames (``encoder="stft"``, :mod:`soundtok.nn.spectral`). A residual vector quantizer
+(:mod:`soundtok.nn.quantize`) turns each latent frame into up to ``num_quantizers`` codes. The decoder mirrors the
+conv encoder (``decoder="conv"``) or predicts STFT magnitudes and phases for an inverse STFT (``decoder="istft"``,
+Vocos-style). The shipped ``codec-16k`` is the spectral pair, which trains much faster from spectral losses alone
+(``benchmarks/results/codec_architecture_pilots.md``); only the conv pair can be causal.
+
+Trained with quantizer dropout, one model serves every bitrate from 1 to ``num_quantizers`` codebooks:
+:meth:`CodecTokenizer.set_num_codebooks` picks how many levels ``encode`` emits (each level is one codebook; its
+fingerprint records the count, so tokens made with 4 levels are never decoded as 8-level tokens).
 
 Training lives apart from the model (``soundtok.train``); this module only defines the architecture.
 """
@@ -47,7 +51,7 @@ class CodecConfig(Config):
     # "conv": the mirrored transposed-conv decoder (SEANet/DAC); "istft": a Vocos-style decoder, ConvNeXt blocks at
     # `istft_upsample` x the frame rate predicting STFT magnitudes and phases (soundtok.nn.spectral.ISTFTDecoder)
     decoder: str = "conv"
-    decoder_dim: int = 256  # istft only: ConvNeXt width, MLP width, blocks
+    decoder_dim: int = 256  # the spectral networks' ConvNeXt width and MLP width (stft encoder and istft decoder)
     decoder_intermediate_dim: int = 768
     decoder_layers: int = 8
     istft_upsample: int = 2
@@ -72,8 +76,10 @@ class CodecConfig(Config):
             raise ValueError(f"encoder must be 'conv' or 'stft' and decoder 'conv' or 'istft', got {self}")
         if (self.decoder == "istft" or self.encoder == "stft") and self.causal:
             raise ValueError("the stft encoder and istft decoder look both ways; use 'conv' for a causal codec")
-        if self.decoder == "istft" and min(self.decoder_dim, self.decoder_intermediate_dim, self.decoder_layers) < 1:
-            raise ValueError(f"istft decoder sizes must be positive, got {self}")
+        if min(self.decoder_dim, self.decoder_intermediate_dim, self.decoder_layers, self.istft_upsample) < 1:
+            raise ValueError(f"spectral network sizes must be positive, got {self}")
+        if self.encoder_layers < 0:
+            raise ValueError(f"encoder_layers must be >= 0, got {self.encoder_layers}")
 
     @property
     def hop_length(self) -> int:
@@ -104,7 +110,7 @@ class CodecOutput:
 
 @register_family("codec", CodecConfig)
 class CodecTokenizer(AudioTokenizer):
-    """Convolutional encoder -> residual VQ -> convolutional or inverse-STFT decoder."""
+    """Convolutional or spectral encoder -> residual VQ -> convolutional or inverse-STFT decoder."""
 
     config: CodecConfig
 
