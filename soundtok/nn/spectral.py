@@ -90,16 +90,53 @@ def hann_window(n_fft: int, win_length: int | None = None) -> torch.Tensor:
     return F.pad(window, (left, n_fft - win_length - left))
 
 
-class STFTEncoder(nn.Module):
+class _FrameNetwork(nn.Module):
+    """What the codec's STFT encoder and iSTFT decoder share: STFT frames ``ratio`` per codec frame (STFT hop
+    ``hop / ratio``, Hann window ``4 x`` that), a conv embedding of ``in_channels``, and ``num_layers`` ConvNeXt
+    blocks between two LayerNorms, masked per item."""
+
+    window: torch.Tensor  # the STFT window (a buffer, not saved)
+
+    def __init__(
+        self, in_channels: int, hop: int, ratio: int, dim: int, intermediate_dim: int, num_layers: int, kernel_size: int
+    ) -> None:
+        super().__init__()
+        if hop % ratio or (hop // ratio) % 2:
+            raise ValueError(f"the codec hop ({hop}) must be an even multiple of 2 x the STFT ratio ({ratio})")
+        if kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+        self.hop, self.ratio, self.kernel_size, self.num_layers = hop, ratio, kernel_size, num_layers
+        self.stft_hop = hop // ratio
+        self.n_fft = 4 * self.stft_hop
+        self.embed = nn.Conv1d(in_channels, dim, kernel_size, padding=kernel_size // 2)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.blocks = nn.ModuleList(
+            ConvNeXtBlock(dim, intermediate_dim, kernel_size, 1.0 / max(num_layers, 1)) for _ in range(num_layers)
+        )
+        self.final_norm = nn.LayerNorm(dim, eps=1e-6)
+        self.register_buffer("window", hann_window(self.n_fft), persistent=False)
+
+    def frame_counts(self, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Valid codec frames and STFT frames ``[B]`` of items of ``lengths`` samples."""
+        latent_frames = torch.div(lengths + self.hop - 1, self.hop, rounding_mode="floor")
+        return latent_frames, latent_frames * self.ratio
+
+    def backbone(self, x: torch.Tensor, stft_frames: torch.Tensor) -> torch.Tensor:
+        """``x [B, dim, F]`` (embedded, at the STFT rate) through the norm and the blocks; final_norm not applied."""
+        x = _mask(self.norm(x.transpose(1, 2)).transpose(1, 2), stft_frames)
+        for block in self.blocks:
+            x = _mask(block(x), stft_frames)
+        return x
+
+
+class STFTEncoder(_FrameNetwork):
     """The codec's spectral encoder: ``[B, 1, T] -> [B, latent_dim, T / hop]`` (T a multiple of ``hop``).
 
-    Log-magnitude STFT frames (hop ``hop / downsample``, Hann window ``4 x`` that; ``owned`` frames as in
-    :func:`overlap_add`), a conv embedding, ``num_layers`` ConvNeXt blocks at the STFT frame rate, a strided conv
-    down to the codec's frame rate and a projection to the latent. Given ``lengths``, every frame past an item's
-    last latent frame is zeroed after every layer, so a batched item encodes exactly as alone.
+    Log-magnitude STFT frames (``owned`` frames as in :func:`overlap_add`), a conv embedding, ``num_layers``
+    ConvNeXt blocks at the STFT frame rate, a strided conv down to the codec's frame rate and a projection to the
+    latent. Given ``lengths``, every frame past an item's last latent frame is zeroed after every layer, so a
+    batched item encodes exactly as alone.
     """
-
-    window: torch.Tensor  # the analysis window (a buffer, not saved)
 
     def __init__(
         self,
@@ -112,23 +149,10 @@ class STFTEncoder(nn.Module):
         kernel_size: int = 7,
         downsample: int = 2,
     ) -> None:
-        super().__init__()
-        if hop % downsample or (hop // downsample) % 2 or kernel_size % 2 == 0:
-            raise ValueError(
-                f"the codec hop ({hop}) must be an even multiple of 2 x downsample ({downsample}), kernel_size odd"
-            )
-        self.hop, self.downsample, self.kernel_size, self.num_layers = hop, downsample, kernel_size, num_layers
-        self.stft_hop = hop // downsample
-        self.n_fft = 4 * self.stft_hop
-        self.embed = nn.Conv1d(self.n_fft // 2 + 1, dim, kernel_size, padding=kernel_size // 2)
-        self.norm = nn.LayerNorm(dim, eps=1e-6)
-        self.blocks = nn.ModuleList(
-            ConvNeXtBlock(dim, intermediate_dim, kernel_size, 1.0 / max(num_layers, 1)) for _ in range(num_layers)
-        )
+        n_bins = (hop // downsample) * 2 + 1  # n_fft / 2 + 1 with n_fft = 4 x the STFT hop
+        super().__init__(n_bins, hop, downsample, dim, intermediate_dim, num_layers, kernel_size)
         self.down = PaddedConv1d(dim, dim, 2 * downsample, stride=downsample) if downsample > 1 else None
-        self.final_norm = nn.LayerNorm(dim, eps=1e-6)
         self.project = nn.Conv1d(dim, latent_dim, 1)
-        self.register_buffer("window", hann_window(self.n_fft), persistent=False)
 
     def receptive_field(self) -> Reach:
         """How far a latent frame looks beyond the samples it owns, on each side (an upper bound)."""
@@ -142,34 +166,27 @@ class STFTEncoder(nn.Module):
         batch, _, samples = wav.shape
         if lengths is None:
             lengths = torch.full((batch,), samples, device=wav.device)
-        latent_frames = torch.div(lengths.to(wav.device) + self.hop - 1, self.hop, rounding_mode="floor")  # [B]
-        stft_frames = latent_frames * self.downsample  # [B]
+        latent_frames, stft_frames = self.frame_counts(lengths.to(wav.device))  # [B] each
         shift = self.n_fft // 2 - self.stft_hop // 2  # frame i covers [i * hop_s - shift, i * hop_s - shift + n_fft)
         padded = F.pad(wav[:, 0].float(), (shift, shift))
         spectrum = torch.stft(padded, self.n_fft, self.stft_hop, window=self.window, center=False, return_complex=True)
         log_magnitude = torch.log(spectrum.abs().clamp(min=1e-5))  # [B, n_bins, T / hop_s]
-        x = self.embed(_mask(log_magnitude, stft_frames))  # [B, dim, F]
-        x = _mask(self.norm(x.transpose(1, 2)).transpose(1, 2), stft_frames)
-        for block in self.blocks:
-            x = _mask(block(x), stft_frames)
+        x = self.backbone(self.embed(_mask(log_magnitude, stft_frames)), stft_frames)  # [B, dim, F]
         if self.down is not None:
             x = _mask(self.down(x), latent_frames)  # [B, dim, T / hop]
         x = self.final_norm(x.transpose(1, 2)).transpose(1, 2)
         return _mask(self.project(x), latent_frames)  # [B, latent_dim, T / hop]
 
 
-class ISTFTDecoder(nn.Module):
+class ISTFTDecoder(_FrameNetwork):
     """The codec's Vocos-style decoder: ``[B, D, T'] -> [B, 1, T' * hop]``.
 
-    A conv embeds the latent frames, a transposed conv upsamples them ``upsample`` times to the STFT frame rate
-    (STFT hop ``hop / upsample``, window ``4 x`` that), ``num_layers`` ConvNeXt blocks run there, and a linear head
-    predicts each frame's log-magnitudes and phases for :func:`overlap_add` (``owned`` frames: STFT frame ``j``
-    covers the middle of its own hop). Given ``lengths``, activations past each item's end are zeroed after
-    every layer and the inverse STFT is normalised per item, so a batched item decodes exactly as alone.
-    Not causal: every layer looks both ways.
+    A conv embeds the latent frames, a transposed conv upsamples them ``upsample`` times to the STFT frame rate,
+    ``num_layers`` ConvNeXt blocks run there, and a linear head predicts each frame's log-magnitudes and phases for
+    :func:`overlap_add` (``owned`` frames: STFT frame ``j`` covers the middle of its own hop). Given ``lengths``,
+    activations past each item's end are zeroed after every layer and the inverse STFT is normalised per item, so
+    a batched item decodes exactly as alone. Not causal: every layer looks both ways.
     """
-
-    window: torch.Tensor  # the synthesis window (a buffer, not saved)
 
     def __init__(
         self,
@@ -183,45 +200,28 @@ class ISTFTDecoder(nn.Module):
         upsample: int = 2,
         max_log_magnitude: float = math.log(100.0),
     ) -> None:
-        super().__init__()
-        if hop % upsample or (hop // upsample) % 2:
-            raise ValueError(f"the codec hop ({hop}) must be an even multiple of 2 x upsample ({upsample})")
-        if kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be odd, got {kernel_size}")
-        self.hop, self.upsample, self.kernel_size, self.num_layers = hop, upsample, kernel_size, num_layers
-        self.stft_hop = hop // upsample
-        self.n_fft = 4 * self.stft_hop
+        super().__init__(latent_dim, hop, upsample, dim, intermediate_dim, num_layers, kernel_size)
         self.max_log_magnitude = max_log_magnitude
-        self.embed = nn.Conv1d(latent_dim, dim, kernel_size, padding=kernel_size // 2)
         self.up = PaddedConvTranspose1d(dim, dim, upsample) if upsample > 1 else None
-        self.norm = nn.LayerNorm(dim, eps=1e-6)
-        self.blocks = nn.ModuleList(
-            ConvNeXtBlock(dim, intermediate_dim, kernel_size, 1.0 / num_layers) for _ in range(num_layers)
-        )
-        self.final_norm = nn.LayerNorm(dim, eps=1e-6)
         self.head = nn.Linear(dim, (self.n_fft // 2 + 1) * 2)  # log-magnitude and phase per bin
-        self.register_buffer("window", hann_window(self.n_fft), persistent=False)
 
     def receptive_field_frames(self) -> int:
         """Latent frames an output sample may depend on beyond its own frame, on either side (an upper bound)."""
         reach = self.kernel_size // 2  # the embedding conv, in latent frames
         reach += 1 if self.up is not None else 0  # each upsampled frame mixes two latent frames
         stft_frames = self.num_layers * (self.kernel_size // 2) + self.n_fft // (2 * self.stft_hop) + 1
-        return reach + -(-stft_frames // self.upsample)
+        return reach + -(-stft_frames // self.ratio)
 
     def forward(self, z: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """``lengths``: valid output samples per item (default: all)."""
         batch, _, frames = z.shape
         if lengths is None:
             lengths = torch.full((batch,), frames * self.hop, device=z.device)
-        latent_frames = torch.div(lengths.to(z.device) + self.hop - 1, self.hop, rounding_mode="floor")  # [B]
-        stft_frames = latent_frames * self.upsample  # [B]
+        latent_frames, stft_frames = self.frame_counts(lengths.to(z.device))  # [B] each
         x = self.embed(_mask(z, latent_frames))  # [B, dim, T']
         if self.up is not None:
             x = self.up(_mask(x, latent_frames))  # [B, dim, T' * upsample]
-        x = _mask(self.norm(x.transpose(1, 2)).transpose(1, 2), stft_frames)
-        for block in self.blocks:
-            x = _mask(block(x), stft_frames)
+        x = self.backbone(x, stft_frames)
         h = self.head(self.final_norm(x.transpose(1, 2)))  # [B, F, 2 * n_bins]
         log_magnitude, phase = h.transpose(1, 2).float().chunk(2, dim=1)  # [B, n_bins, F] each
         magnitude = torch.exp(log_magnitude.clamp(max=self.max_log_magnitude))

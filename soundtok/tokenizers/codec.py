@@ -117,15 +117,12 @@ class CodecTokenizer(AudioTokenizer):
     def __init__(self, config: CodecConfig, name: str | None = None) -> None:
         super().__init__(config, name)
         c = config
+        # the spectral pair shares its width and its STFT rate (istft_upsample STFT frames per codec frame)
+        spectral = {"dim": c.decoder_dim, "intermediate_dim": c.decoder_intermediate_dim}
         self.encoder: Encoder | STFTEncoder
         if c.encoder == "stft":
             self.encoder = STFTEncoder(
-                c.latent_dim,
-                c.hop_length,
-                dim=c.decoder_dim,
-                intermediate_dim=c.decoder_intermediate_dim,
-                num_layers=c.encoder_layers,
-                downsample=c.istft_upsample,
+                c.latent_dim, c.hop_length, num_layers=c.encoder_layers, downsample=c.istft_upsample, **spectral
             )
         else:
             self.encoder = Encoder(c.channels, c.strides, c.latent_dim, c.causal, c.dilations, c.activation)
@@ -133,12 +130,7 @@ class CodecTokenizer(AudioTokenizer):
         self.decoder: Decoder | ISTFTDecoder
         if c.decoder == "istft":
             self.decoder = ISTFTDecoder(
-                c.latent_dim,
-                c.hop_length,
-                dim=c.decoder_dim,
-                intermediate_dim=c.decoder_intermediate_dim,
-                num_layers=c.decoder_layers,
-                upsample=c.istft_upsample,
+                c.latent_dim, c.hop_length, num_layers=c.decoder_layers, upsample=c.istft_upsample, **spectral
             )
         else:
             self.decoder = Decoder(c.channels, c.strides, c.latent_dim, c.causal, c.dilations, c.activation)
