@@ -83,3 +83,17 @@ def test_config_errors_say_what_to_do() -> None:
         CodecConfig(decoder="vocos")
     with pytest.raises(ValueError, match="even multiple"):
         ISTFTDecoder(8, 30, upsample=4)
+
+
+def test_parameter_order_is_the_first_releases() -> None:
+    """An optimizer state stores Adam's moments by parameter position, so a resumed run needs the order its state
+    was saved in: the resampling conv sits after the blocks in the encoder and right after the embedding in the
+    decoder, as in the first release (before the two shared a base class)."""
+    encoder = STFTEncoder(8, HOP, dim=16, intermediate_dim=32, num_layers=2)
+    decoder = ISTFTDecoder(8, HOP, dim=16, intermediate_dim=32, num_layers=2)
+
+    def order(module: torch.nn.Module) -> list[str]:
+        return list(dict.fromkeys(name.split(".")[0] for name, _ in module.named_parameters()))
+
+    assert order(encoder) == ["embed", "norm", "blocks", "down", "final_norm", "project"]
+    assert order(decoder) == ["embed", "up", "norm", "blocks", "final_norm", "head"]

@@ -116,6 +116,14 @@ class _FrameNetwork(nn.Module):
         self.final_norm = nn.LayerNorm(dim, eps=1e-6)
         self.register_buffer("window", hann_window(self.n_fft), persistent=False)
 
+    def _order_modules(self, *names: str) -> None:
+        """Put the submodules in this order. ``parameters()`` follows it, and so does every optimizer state a run
+        saved (Adam's moments are stored by parameter position): keep the first release's order, or the states of
+        runs begun before would resume onto the wrong parameters."""
+        for name in names:
+            if name in self._modules:
+                self._modules[name] = self._modules.pop(name)  # re-inserted last
+
     def frame_counts(self, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Valid codec frames and STFT frames ``[B]`` of items of ``lengths`` samples."""
         latent_frames = torch.div(lengths + self.hop - 1, self.hop, rounding_mode="floor")
@@ -153,6 +161,7 @@ class STFTEncoder(_FrameNetwork):
         super().__init__(n_bins, hop, downsample, dim, intermediate_dim, num_layers, kernel_size)
         self.down = PaddedConv1d(dim, dim, 2 * downsample, stride=downsample) if downsample > 1 else None
         self.project = nn.Conv1d(dim, latent_dim, 1)
+        self._order_modules("embed", "norm", "blocks", "down", "final_norm", "project")
 
     def receptive_field(self) -> Reach:
         """How far a latent frame looks beyond the samples it owns, on each side (an upper bound)."""
@@ -204,6 +213,7 @@ class ISTFTDecoder(_FrameNetwork):
         self.max_log_magnitude = max_log_magnitude
         self.up = PaddedConvTranspose1d(dim, dim, upsample) if upsample > 1 else None
         self.head = nn.Linear(dim, (self.n_fft // 2 + 1) * 2)  # log-magnitude and phase per bin
+        self._order_modules("embed", "up", "norm", "blocks", "final_norm", "head")
 
     def receptive_field_frames(self) -> int:
         """Latent frames an output sample may depend on beyond its own frame, on either side (an upper bound)."""
