@@ -22,16 +22,14 @@ from soundtok.errors import SoundtokError
 from soundtok.eval.opus import opus_transcode
 from soundtok.eval.signal import mel_distance
 from soundtok.registry import PRESETS, available
+from soundtok.tokenizers.base import AudioTokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIP = ROOT.parent / "shared" / "corpus" / "librispeech" / "audio" / "5142" / "5142-33396-0042.flac"
 RATE = 16000
 
 
-def through_tokenizer(name: str, wav: torch.Tensor, codebooks: int | None = None) -> torch.Tensor:
-    tok = soundtok.load(name)
-    if codebooks is not None:
-        tok.set_num_codebooks(codebooks)
+def through_tokenizer(tok: AudioTokenizer, wav: torch.Tensor) -> torch.Tensor:
     out = tok.decode(tok.encode(wav[None, None], RATE))[0, 0]
     return resample(out, tok.sample_rate, RATE)[: wav.shape[-1]]
 
@@ -47,10 +45,12 @@ def main() -> None:
     wav = load_audio(args.clip, sample_rate=RATE, channels=1)[0][0, : int(args.seconds * RATE)]
     systems: dict[str, torch.Tensor] = {"original": wav}
     label = Path(args.codec).name if Path(args.codec).is_dir() else args.codec  # a preset name or a folder's
+    codec = soundtok.load(args.codec)  # loaded once; set_num_codebooks picks each bitrate
     for n in (1, 3, 12):
-        systems[f"{label} {n * 0.5:g} kbps"] = through_tokenizer(args.codec, wav, n)
+        codec.set_num_codebooks(n)
+        systems[f"{label} {n * 0.5:g} kbps"] = through_tokenizer(codec, wav)
     if not available(PRESETS["codec2-3200"]):
-        systems["codec2 3.2 kbps"] = through_tokenizer("codec2-3200", wav)
+        systems["codec2 3.2 kbps"] = through_tokenizer(soundtok.load("codec2-3200"), wav)
     try:
         systems["opus 6 kbps"] = opus_transcode(wav, RATE, 6000).wav
     except SoundtokError as exc:
