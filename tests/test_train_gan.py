@@ -83,6 +83,38 @@ def test_vocoder_recipe_trains_exports_and_loads(manifest: Path, tmp_path: Path)
         train_gan(bad, tmp_path / "bad")
 
 
+def test_fine_tunes_from_an_exported_checkpoint(manifest: Path, tmp_path: Path) -> None:
+    """init_weights: a second run starts from the first one's export (the adversarial phase of a shipped codec)."""
+    config = ROOT / "configs" / "codec-16k.yaml"
+    first = train_gan(load_config(config, [*overrides(manifest, 2), "adversarial_start=100"]), tmp_path / "a")
+    assert first is not None
+    start = load_file(first / "model.safetensors")
+    # 0 steps are not allowed; one step with lr 0 leaves the weights as loaded (fp16 -> fp32 -> fp16 is exact)
+    tuned = train_gan(
+        load_config(config, [*overrides(manifest, 1), f"init_weights={first}", "optim.lr=0", "adversarial_start=0"]),
+        tmp_path / "b",
+    )
+    assert tuned is not None
+    after = load_file(tuned / "model.safetensors")
+    trained = [k for k in start if k.startswith(("encoder.", "decoder."))]
+    assert trained
+    for key in trained:
+        torch.testing.assert_close(after[key], start[key], rtol=0, atol=0, msg=key)
+    # the codebooks were loaded too: one EMA update (decay 0.99) moves most codes a little; a k-means init would
+    # have re-drawn them all from the batch
+    codes_before, codes_after = (w["quantizer.quantizers.0.codebook"].float() for w in (start, after))
+    moved = (codes_after - codes_before).norm(dim=1) / codes_before.norm(dim=1)
+    assert moved.median() < 0.1
+
+    wider = [*overrides(manifest, 1), "model.latent_dim=16", f"init_weights={first}"]
+    with pytest.raises(SoundtokError, match="shapes differ"):
+        train_gan(load_config(config, wider), tmp_path / "c")
+    (tmp_path / "broken.safetensors").write_bytes(b"not safetensors")
+    broken = [*overrides(manifest, 1), f"init_weights={tmp_path / 'broken.safetensors'}"]
+    with pytest.raises(SoundtokError, match="cannot read it as safetensors"):
+        train_gan(load_config(config, broken), tmp_path / "d")
+
+
 def test_resume_continues_exactly(manifest: Path, tmp_path: Path) -> None:
     cfg = load_config(ROOT / "configs" / "codec-16k.yaml", overrides(manifest, 4))
     straight = train_gan(cfg, tmp_path / "a")

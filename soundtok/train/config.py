@@ -71,8 +71,9 @@ class TrainConfig(Strict):
     keep_checkpoints: int = Field(2, ge=1)
     seed: int = 0
     export_dtype: str = "float16"
-    # a safetensors file loaded into the fresh model before step 0, keys it lacks left as built (semantic:
-    # the k-means centroids, benchmarks/semantic_study.py --fit)
+    # a safetensors file (or a checkpoint folder holding model.safetensors) loaded into the fresh model before
+    # step 0, keys it lacks left as built: fine-tuning from exported weights (codec, vocoder, msn), or the fitted
+    # k-means centroids of the semantic recipe (benchmarks/semantic_study.py --fit)
     init_weights: Path | None = None
 
 

@@ -53,7 +53,15 @@ from soundtok.tokenizers.msn import LatentFlowTokenizer, MSNConfig, MSNTokenizer
 from soundtok.tokenizers.semantic import SemanticConfig, SemanticTokenizer
 from soundtok.train.config import TrainConfig
 from soundtok.train.data import CropSampler, eval_clips
-from soundtok.train.state import export_run, latest_state, recipe_main, resume, save_state, sync_quantizer
+from soundtok.train.state import (
+    export_run,
+    latest_state,
+    load_init_weights,
+    recipe_main,
+    resume,
+    save_state,
+    sync_quantizer,
+)
 
 log = logging.getLogger(__name__)
 
@@ -80,16 +88,7 @@ def build_model(cfg: TrainConfig) -> LatentFlowTokenizer:
     model = model_class(config, name=cfg.name)  # type: ignore[arg-type]
     weights: dict[str, torch.Tensor] = {}
     if cfg.init_weights is not None:
-        from safetensors.torch import load_file
-
-        try:
-            weights = load_file(str(cfg.init_weights))
-        except Exception as exc:  # safetensors raises its own types for unreadable files
-            raise SoundtokError(f"init_weights {cfg.init_weights}: cannot read it as safetensors ({exc})") from None
-        unknown = sorted(set(weights) - set(model.state_dict()))
-        if unknown:
-            raise SoundtokError(f"init_weights {cfg.init_weights}: keys {unknown} are not in the {cfg.recipe} model")
-        model.load_state_dict(weights, strict=False)
+        weights = load_init_weights(model, cfg.init_weights, cfg.recipe)
     if isinstance(model, SemanticTokenizer) and (cfg.init_weights is None or "centroids" not in weights):
         raise SoundtokError(
             "the semantic recipe trains the decoder of fitted units: set init_weights to a safetensors file "

@@ -11,8 +11,11 @@ shared. ``accelerate`` runs it on one CPU process, several (``ACCELERATE_USE_CPU
 
 A run folder holds ``config.yaml``, TensorBoard logs in ``logs/``, resumable states ``state/step-XXXXXXX/`` (the
 newest ``keep_checkpoints``; each written under a temporary name and renamed, so a kill never leaves half of
-one) and, at the end, the exported soundtok checkpoint in ``export/``. Rerunning the same command after a kill
-resumes from the newest state: the batches are a function of (seed, step, rank), so the run continues exactly.
+one) and, at the end, the exported soundtok checkpoint in ``export/``. ``init_weights`` (a checkpoint folder or a
+safetensors file) starts the generator from trained weights, with fresh optimisers and discriminators: e.g.
+``init_weights=soundtok/checkpoints/codec-16k adversarial_start=0`` adds the adversarial phase to a shipped codec.
+Rerunning the same command after a kill resumes from the newest state: the batches are a function of (seed, step,
+rank), so the run continues exactly.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from soundtok.nn.losses import (
 from soundtok.tokenizers.codec import CodecConfig, CodecTokenizer
 from soundtok.train.config import TrainConfig
 from soundtok.train.data import CropSampler, eval_clips
-from soundtok.train.state import export_run, recipe_main, resume, save_state, sync_quantizer
+from soundtok.train.state import export_run, load_init_weights, recipe_main, resume, save_state, sync_quantizer
 from soundtok.vocoder import Vocoder, VocoderConfig
 
 if TYPE_CHECKING:
@@ -131,6 +134,8 @@ def train_gan(cfg: TrainConfig, run_dir: str | Path, *, max_steps_this_run: int 
     torch.manual_seed(cfg.seed)  # identical initial weights on every process
 
     model = recipe.build(cfg)
+    if cfg.init_weights is not None:  # fine-tuning, e.g. the adversarial phase from a shipped checkpoint
+        load_init_weights(model, cfg.init_weights, cfg.recipe)
     disc = build_discriminator(DiscriminatorConfig.from_dict(cfg.discriminator))
     mel_loss, stft_loss = MultiScaleMelLoss(), MultiResolutionSTFTLoss()
     opt_g = torch.optim.AdamW(

@@ -63,6 +63,35 @@ def save_state(accelerator: Accelerator, run_dir: Path, step: int, keep: int) ->
     accelerator.wait_for_everyone()
 
 
+def load_init_weights(model: nn.Module, source: Path, recipe: str) -> dict[str, torch.Tensor]:
+    """Load ``source`` (a safetensors file, or a soundtok checkpoint folder holding ``model.safetensors``) into a
+    freshly built ``model`` before step 0: fine-tuning from exported weights (e.g. the adversarial phase of a
+    shipped codec) or a fitted part (the semantic recipe's centroids). Keys the file lacks stay as built; keys the
+    model lacks, or a shape that differs, are errors. Returns the loaded tensors."""
+    from safetensors.torch import load_file
+
+    path = source / "model.safetensors" if source.is_dir() else source
+    try:
+        weights = load_file(str(path))
+    except Exception as exc:  # safetensors raises its own types for unreadable files
+        raise SoundtokError(f"init_weights {source}: cannot read it as safetensors ({exc})") from None
+    own = model.state_dict()
+    unknown = sorted(set(weights) - set(own))
+    if unknown:
+        raise SoundtokError(f"init_weights {source}: keys {unknown[:5]} are not in the {recipe} model")
+    reshaped = [
+        f"{k} {tuple(v.shape)} (model: {tuple(own[k].shape)})" for k, v in weights.items() if v.shape != own[k].shape
+    ]
+    if reshaped:
+        raise SoundtokError(
+            f"init_weights {source}: shapes differ from the configured {recipe} model: {reshaped[:3]}; "
+            "use the model section of the config those weights were trained with"
+        )
+    model.load_state_dict(weights, strict=False)  # copies into the model's own dtype (fp16 exports -> fp32)
+    log.info("initialised %d of %d tensors from %s", len(weights), len(own), path)
+    return weights
+
+
 def sync_quantizer(quantizer: nn.Module) -> None:
     """k-means init and dead-code restarts draw random vectors on each process: copy rank 0's codebooks and their
     statistics to every process so the replicas never drift apart (a few hundred KB per step)."""
