@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 import soundtok
+from soundtok.checkpoint import read_checkpoint_config
 from soundtok.errors import SoundtokError
 from soundtok.train.config import load_config
 from soundtok.train.gan import train_gan
@@ -113,6 +114,26 @@ def test_fine_tunes_from_an_exported_checkpoint(manifest: Path, tmp_path: Path) 
     broken = [*overrides(manifest, 1), f"init_weights={tmp_path / 'broken.safetensors'}"]
     with pytest.raises(SoundtokError, match="cannot read it as safetensors"):
         train_gan(load_config(config, broken), tmp_path / "d")
+
+
+def test_export_state_matches_the_runs_own_export(manifest: Path, tmp_path: Path) -> None:
+    from soundtok.cli.main import main
+    from soundtok.train.export import export_state
+
+    final = train_gan(load_config(ROOT / "configs" / "codec-16k.yaml", overrides(manifest, 4)), tmp_path / "run")
+    assert final is not None
+    assert main(["export-state", str(tmp_path / "run"), "--out", str(tmp_path / "newest")]) == 0
+    a, b = load_file(final / "model.safetensors"), load_file(tmp_path / "newest" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    earlier = export_state(tmp_path / "run", step=2)
+    assert earlier == tmp_path / "run" / "export-step-0000002"
+    assert read_checkpoint_config(earlier)["extra"]["steps"] == 2
+    with pytest.raises(SoundtokError, match=r"no state at step 3 \(kept: step-0000002, step-0000004\)"):
+        export_state(tmp_path / "run", step=3)
+    with pytest.raises(SoundtokError, match="not a training run folder"):
+        export_state(tmp_path)
 
 
 def test_resume_continues_exactly(manifest: Path, tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ RECIPES = {
 
 def register(app: typer.Typer) -> None:
     app.command("train")(train)
+    app.command("export-state")(export_state)
 
 
 def train(
@@ -58,3 +59,14 @@ def train(
         code = importlib.import_module(module).main(argv)
     if code != 0:
         raise SoundtokError(f"training stopped with exit code {code}; see the log above")
+
+
+def export_state(
+    run_dir: Annotated[Path, typer.Argument(help="run folder of soundtok train")],
+    step: Annotated[int | None, typer.Option(help="the state to export (default: the newest)")] = None,
+    out: Annotated[Path | None, typer.Option(help="checkpoint folder (default: RUN_DIR/export-step-XXXXXXX)")] = None,
+) -> None:
+    """Export a resumable state of a codec, vocoder, msn or semantic run as a checkpoint, while the run goes on."""
+    from soundtok.train.export import export_state as export
+
+    typer.echo(export(run_dir, step=step, out=out))

@@ -129,13 +129,18 @@ def recipe_main(
 def export_run(accelerator: Accelerator, model: nn.Module, run_dir: Path, cfg: TrainConfig, step: int) -> Path:
     """Write the trained model to ``run_dir/export`` as a soundtok checkpoint (in ``cfg.export_dtype``), with the
     training config and step count in its ``extra``; every process waits for it."""
-    from soundtok.checkpoint import Checkpointable, save_checkpoint
-
     export = run_dir / "export"
     if accelerator.is_main_process:
-        extra = {"recipe": cfg.recipe, "steps": step, "train_config": json.loads(cfg.model_dump_json())}
-        dtype = getattr(torch, cfg.export_dtype)
-        trained = cast("Checkpointable", model.cpu().eval())  # a tokenizer or a vocoder: family, name, config
-        save_checkpoint(trained, export, extra=extra, dtype=dtype, force=True)
+        write_export(model, export, cfg, step)
     accelerator.wait_for_everyone()
     return export
+
+
+def write_export(model: nn.Module, out: Path, cfg: TrainConfig, step: int, **extra: object) -> None:
+    """``model`` as a soundtok checkpoint folder ``out`` in ``cfg.export_dtype``; ``extra`` records the recipe, its
+    config and the step count (plus any ``extra`` given)."""
+    from soundtok.checkpoint import Checkpointable, save_checkpoint
+
+    facts = {"recipe": cfg.recipe, "steps": step, "train_config": json.loads(cfg.model_dump_json()), **extra}
+    trained = cast("Checkpointable", model.cpu().eval())  # a tokenizer or a vocoder: family, name, config
+    save_checkpoint(trained, out, extra=facts, dtype=getattr(torch, cfg.export_dtype), force=True)

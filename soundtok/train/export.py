@@ -1,0 +1,56 @@
+"""Export a resumable training state as a soundtok checkpoint, while its run goes on (or after a stop short of
+``steps``): ``soundtok export-state RUN_DIR [--step N] [--out DIR]``. Evaluate an intermediate model with the
+benchmark scripts without stopping or finishing the run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from soundtok.errors import SoundtokError
+from soundtok.train.config import TrainConfig, load_config
+from soundtok.train.state import STATE_DIR, latest_state, write_export
+
+
+def build_untrained(cfg: TrainConfig) -> nn.Module:
+    """A fresh model of a codec, vocoder, msn or semantic recipe, without its ``init_weights``: a state holds them."""
+    from soundtok.train.flow import FAMILIES
+    from soundtok.train.gan import RECIPES
+
+    if cfg.recipe in RECIPES:
+        return RECIPES[cfg.recipe].build(cfg)
+    if cfg.recipe in FAMILIES:
+        config_class, model_class = FAMILIES[cfg.recipe]
+        return model_class(config_class.from_dict(cfg.model), name=cfg.name)  # type: ignore[arg-type]
+    raise SoundtokError(f"export-state handles the codec, vocoder, msn and semantic recipes, not {cfg.recipe!r}")
+
+
+def export_state(run_dir: str | Path, *, step: int | None = None, out: str | Path | None = None) -> Path:
+    """Write the state of ``run_dir`` at ``step`` (default: the newest) to ``out`` (default
+    ``run_dir/export-step-XXXXXXX``) as a checkpoint; returns ``out``. The run's files are only read."""
+    from safetensors.torch import load_file
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise SoundtokError(f"{run_dir}: not a training run folder (no config.yaml): give a RUN_DIR of soundtok train")
+    cfg = load_config(run_dir / "config.yaml")
+    if step is None:
+        newest = latest_state(run_dir)
+        if newest is None:
+            raise SoundtokError(f"{run_dir}: no resumable state yet (they are written every checkpoint_every steps)")
+        step, state = newest
+    else:
+        state = run_dir / STATE_DIR / f"step-{step:07d}"
+        if not state.is_dir():
+            kept = ", ".join(p.name for p in sorted((run_dir / STATE_DIR).glob("step-*[0-9]"))) or "none"
+            raise SoundtokError(f"{run_dir}: no state at step {step} (kept: {kept})")
+    model = build_untrained(cfg)
+    try:
+        weights = load_file(str(state / "model.safetensors"))  # accelerate's name for the first prepared model
+        model.load_state_dict(weights)
+    except Exception as exc:  # unreadable file, or keys of another model
+        raise SoundtokError(f"{state}: cannot load the model's weights from this state ({exc})") from None
+    out = Path(out) if out is not None else run_dir / f"export-step-{step:07d}"
+    write_export(model, out, cfg, step, from_state=str(state))
+    return out
