@@ -186,8 +186,10 @@ def load_codec(name: str) -> soundtok.AudioTokenizer:
         raise
 
 
-def codec_systems(tok: Any, codebooks: list[int]) -> list[System]:
-    """The codec at each number of codebooks (one model; ``set_num_codebooks`` before each use)."""
+def codec_systems(tok: Any, codebooks: list[int], *, reference: bool = False) -> list[System]:
+    """The codec at each number of codebooks (one model; ``set_num_codebooks`` before each use). ``reference``: an
+    earlier codec for comparison (``--reference-codec``), in its own group, so the targets and codebook tables keep
+    to the codec under test."""
 
     def run(system: System, clip: Clip) -> torch.Tensor:
         tok.set_num_codebooks(system.settings["codebooks"])
@@ -196,10 +198,11 @@ def codec_systems(tok: Any, codebooks: list[int]) -> list[System]:
         return fit(tok.decode(tokens)[0, 0], clip.wav.shape[0])
 
     systems = []
+    key, group, tag = ("reference-codec", "reference", ", reference") if reference else ("codec", "codec", "")
     for n in codebooks:
         tok.set_num_codebooks(n)
-        label = f"{tok.name} ({n} codebook{'s' if n > 1 else ''})"
-        systems.append(System(f"codec-{n}", label, "codec", tok.bitrate, run, {"codebooks": n}))
+        label = f"{tok.name}{tag} ({n} codebook{'s' if n > 1 else ''})"
+        systems.append(System(f"{key}-{n}", label, group, tok.bitrate, run, {"codebooks": n}))
     return systems
 
 
@@ -249,7 +252,7 @@ def opus_systems(bitrates: list[int]) -> list[System]:
     ]
 
 
-def vocoder_system(key: str, vocoder: Any) -> System:
+def vocoder_system(key: str, vocoder: Any, label: str | None = None) -> System:
     """A vocoder fed the clip's log-mel with its own mel settings (the clip is a whole number of hops)."""
 
     def run(system: System, clip: Clip) -> torch.Tensor:
@@ -259,7 +262,7 @@ def vocoder_system(key: str, vocoder: Any) -> System:
         out = vocoder.synthesize(mel)[0, 0]  # [T // hop * hop]
         return fit(resample(out, config.sample_rate, RATE), clip.wav.shape[0])
 
-    return System(key, key, "vocoder", None, run)
+    return System(key, label or key, "vocoder", None, run)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -337,6 +340,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", type=Path, default=CORPUS)
     parser.add_argument("--codec", default="codec-16k", help="preset name or checkpoint folder")
+    parser.add_argument(
+        "--reference-codec", help="an earlier codec (preset or folder) scored in the same run, rows marked reference"
+    )
+    parser.add_argument("--reference-vocoder", help="an earlier vocoder folder scored in the same run")
     parser.add_argument("--vocoder", default="vocoder-16k", help="vocoder name or checkpoint folder")
     parser.add_argument("--per-dataset", type=int, help="test clips per dataset (default 12; --quick: 2)")
     parser.add_argument("--max-seconds", type=float, help="clips are cut to at most this long (default 5; --quick: 2)")
@@ -385,6 +392,10 @@ def main() -> None:
             print(f"the codec has {codec.config.num_quantizers} codebooks; running {codebooks} of {wanted}")
         systems += codec_systems(codec, codebooks)
         models["codec"] = describe_checkpoint(args.codec, codec)
+        if args.reference_codec:
+            reference = load_codec(args.reference_codec)
+            systems += codec_systems(reference, codebooks, reference=True)
+            models["reference codec"] = describe_checkpoint(args.reference_codec, reference)
     if not args.skip_codec2:
         found, unavailable = codec2_systems(list(CODEC2))
         systems += found
@@ -398,6 +409,10 @@ def main() -> None:
             sys.exit(f"cannot load the vocoder {args.vocoder!r}: {exc}\n(pass --vocoder FOLDER, or --skip-vocoder)")
         systems.append(vocoder_system("vocoder", vocoder))
         models["vocoder"] = describe_checkpoint(args.vocoder, vocoder)
+        if args.reference_vocoder:
+            reference_vocoder = load_vocoder(args.reference_vocoder)
+            systems.append(vocoder_system("reference-vocoder", reference_vocoder, "vocoder, reference"))
+            models["reference vocoder"] = describe_checkpoint(args.reference_vocoder, reference_vocoder)
         systems.append(vocoder_system("griffin-lim", load_vocoder("griffin-lim")))
     for name in [n for n in args.tokenizers.split(",") if n]:
         systems += tokenizer_systems([name])
