@@ -374,6 +374,7 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown domain(s)/metric(s) {unknown}; domains {list(DOMAINS)}, metrics {list(METRICS)}")
     torch.set_num_threads(args.threads)
+    threads_at_start = torch.get_num_threads()  # a metric's library may change it during the run (seen: 1 -> 2)
     t0 = time.time()
 
     systems: list[System] = []
@@ -456,7 +457,7 @@ def main() -> None:
     results = summarise(args, clips, systems, scorer, per_clip, transcripts, reference_dnsmos)
     results.update(
         command="python " + " ".join(shlex.quote(a) for a in sys.argv),
-        machine=machine(),
+        machine={**machine(), "torch_threads_at_start": threads_at_start},
         wall_seconds=round(wall, 1),
         models=models,
         skipped=skipped,
@@ -703,7 +704,7 @@ def render(results: dict[str, Any]) -> str:
         f"# Resynthesis: corpus test splits ({n_clips} clips, {results['audio_seconds']} s at 16 kHz)",
         "",
         f"Command: `{results['command']}` ({results['wall_seconds']} s on {results['machine']['processor']}, "
-        f"torch threads {results['machine']['torch_threads']}).",
+        f"torch threads {threads_note(results['machine'])}).",
         f"Clips: {results['settings']['per_dataset']} per dataset (test split, sorted by id, evenly spaced), at most "
         f"{results['settings']['max_seconds']:g} s, cut to a multiple of {FRAME} samples. Cells: mean ± 95% interval"
         " over clips ((n=k): the metric failed on the other clips, see the JSON); dWER is pooled over the domain's"
@@ -820,6 +821,11 @@ def render(results: dict[str, Any]) -> str:
         f"Seconds per clip by metric, all systems together: {metric_time}.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def threads_note(machine: dict[str, Any]) -> str:
+    start, end = machine.get("torch_threads_at_start"), machine["torch_threads"]
+    return f"{end}" if start in (None, end) else f"{start} at the start, {end} by the end (a metric's library set it)"
 
 
 def target_line(t: dict[str, Any], systems: dict[str, Any]) -> str:
