@@ -127,6 +127,10 @@ def test_export_state_matches_the_runs_own_export(manifest: Path, tmp_path: Path
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    with pytest.raises(SoundtokError, match="already holds a checkpoint"):  # a given --out is not replaced
+        export_state(tmp_path / "run", step=2, out=tmp_path / "newest")
+    export_state(tmp_path / "run", step=2, out=tmp_path / "newest", force=True)
+    assert read_checkpoint_config(tmp_path / "newest")["extra"]["steps"] == 2
     earlier = export_state(tmp_path / "run", step=2)
     assert earlier == tmp_path / "run" / "export-step-0000002"
     assert read_checkpoint_config(earlier)["extra"]["steps"] == 2

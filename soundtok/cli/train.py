@@ -65,8 +65,9 @@ def export_state(
     run_dir: Annotated[Path, typer.Argument(help="run folder of soundtok train")],
     step: Annotated[int | None, typer.Option(help="the state to export (default: the newest)")] = None,
     out: Annotated[Path | None, typer.Option(help="checkpoint folder (default: RUN_DIR/export-step-XXXXXXX)")] = None,
+    force: Annotated[bool, typer.Option(help="replace a checkpoint already in --out")] = False,
 ) -> None:
     """Export a resumable state of a codec, vocoder, msn or semantic run as a checkpoint, while the run goes on."""
     from soundtok.train.export import export_state as export
 
-    typer.echo(export(run_dir, step=step, out=out))
+    typer.echo(export(run_dir, step=step, out=out, force=force))

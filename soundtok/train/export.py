@@ -26,9 +26,12 @@ def build_untrained(cfg: TrainConfig) -> nn.Module:
     raise SoundtokError(f"export-state handles the codec, vocoder, msn and semantic recipes, not {cfg.recipe!r}")
 
 
-def export_state(run_dir: str | Path, *, step: int | None = None, out: str | Path | None = None) -> Path:
+def export_state(
+    run_dir: str | Path, *, step: int | None = None, out: str | Path | None = None, force: bool = False
+) -> Path:
     """Write the state of ``run_dir`` at ``step`` (default: the newest) to ``out`` (default
-    ``run_dir/export-step-XXXXXXX``) as a checkpoint; returns ``out``. The run's files are only read."""
+    ``run_dir/export-step-XXXXXXX``, replaced if there) as a checkpoint; returns ``out``. A checkpoint already in a
+    given ``out`` is kept (an error) unless ``force``. The run's files are only read."""
     from safetensors.torch import load_file
 
     run_dir = Path(run_dir)
@@ -51,6 +54,7 @@ def export_state(run_dir: str | Path, *, step: int | None = None, out: str | Pat
         model.load_state_dict(weights)
     except Exception as exc:  # unreadable file, or keys of another model
         raise SoundtokError(f"{state}: cannot load the model's weights from this state ({exc})") from None
+    replace = force or out is None
     out = Path(out) if out is not None else run_dir / f"export-step-{step:07d}"
-    write_export(model, out, cfg, step, from_state=str(state))
+    write_export(model, out, cfg, step, force=replace, from_state=str(state))
     return out

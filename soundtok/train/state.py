@@ -136,11 +136,13 @@ def export_run(accelerator: Accelerator, model: nn.Module, run_dir: Path, cfg: T
     return export
 
 
-def write_export(model: nn.Module, out: Path, cfg: TrainConfig, step: int, **extra: object) -> None:
+def write_export(
+    model: nn.Module, out: Path, cfg: TrainConfig, step: int, *, force: bool = True, **extra: object
+) -> None:
     """``model`` as a soundtok checkpoint folder ``out`` in ``cfg.export_dtype``; ``extra`` records the recipe, its
-    config and the step count (plus any ``extra`` given)."""
+    config and the step count (plus any ``extra`` given). ``force=False`` refuses to replace a checkpoint there."""
     from soundtok.checkpoint import Checkpointable, save_checkpoint
 
     facts = {"recipe": cfg.recipe, "steps": step, "train_config": json.loads(cfg.model_dump_json()), **extra}
     trained = cast("Checkpointable", model.cpu().eval())  # a tokenizer or a vocoder: family, name, config
-    save_checkpoint(trained, out, extra=facts, dtype=getattr(torch, cfg.export_dtype), force=True)
+    save_checkpoint(trained, out, extra=facts, dtype=getattr(torch, cfg.export_dtype), force=force)
