@@ -10,19 +10,18 @@ from torch import nn
 
 from soundtok.errors import SoundtokError
 from soundtok.train.config import TrainConfig, load_config
-from soundtok.train.state import STATE_DIR, latest_state, write_export
+from soundtok.train.state import STATE_DIR, kept_states, latest_state, write_export
 
 
 def build_untrained(cfg: TrainConfig) -> nn.Module:
     """A fresh model of a codec, vocoder, msn or semantic recipe, without its ``init_weights``: a state holds them."""
-    from soundtok.train.flow import FAMILIES
+    from soundtok.train import flow
     from soundtok.train.gan import RECIPES
 
     if cfg.recipe in RECIPES:
         return RECIPES[cfg.recipe].build(cfg)
-    if cfg.recipe in FAMILIES:
-        config_class, model_class = FAMILIES[cfg.recipe]
-        return model_class(config_class.from_dict(cfg.model), name=cfg.name)  # type: ignore[arg-type]
+    if cfg.recipe in flow.FAMILIES:
+        return flow.build_untrained(cfg)
     raise SoundtokError(f"export-state handles the codec, vocoder, msn and semantic recipes, not {cfg.recipe!r}")
 
 
@@ -46,7 +45,7 @@ def export_state(
     else:
         state = run_dir / STATE_DIR / f"step-{step:07d}"
         if not state.is_dir():
-            kept = ", ".join(p.name for p in sorted((run_dir / STATE_DIR).glob("step-*[0-9]"))) or "none"
+            kept = ", ".join(p.name for p in kept_states(run_dir)) or "none"
             raise SoundtokError(f"{run_dir}: no state at step {step} (kept: {kept})")
     model = build_untrained(cfg)
     try:

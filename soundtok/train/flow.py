@@ -79,13 +79,18 @@ FAMILIES: dict[str, tuple[type[MSNConfig] | type[SemanticConfig], type[MSNTokeni
 }
 
 
-def build_model(cfg: TrainConfig) -> LatentFlowTokenizer:
+def build_untrained(cfg: TrainConfig) -> LatentFlowTokenizer:
+    """The recipe's model as configured, before any ``init_weights``."""
     config_class, model_class = FAMILIES[cfg.recipe]
     try:
         config = config_class.from_dict(cfg.model)
     except (TypeError, ValueError) as exc:
         raise SoundtokError(f"invalid {cfg.recipe} model config: {exc}") from None
-    model = model_class(config, name=cfg.name)  # type: ignore[arg-type]
+    return model_class(config, name=cfg.name)  # type: ignore[arg-type]
+
+
+def build_model(cfg: TrainConfig) -> LatentFlowTokenizer:
+    model = build_untrained(cfg)
     weights: dict[str, torch.Tensor] = {}
     if cfg.init_weights is not None:
         weights = load_init_weights(model, cfg.init_weights, cfg.recipe)

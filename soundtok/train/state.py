@@ -27,9 +27,14 @@ STATE_DIR = "state"
 C = TypeVar("C")  # a recipe's config
 
 
+def kept_states(run_dir: Path) -> list[Path]:
+    """A run's complete resumable states, oldest first (half-written ones have a temporary name)."""
+    return sorted((run_dir / STATE_DIR).glob("step-*[0-9]"))
+
+
 def latest_state(run_dir: Path) -> tuple[int, Path] | None:
     """The newest complete resumable state of a run, with its step."""
-    states = sorted((run_dir / STATE_DIR).glob("step-*[0-9]"))
+    states = kept_states(run_dir)
     return (int(states[-1].name.split("-")[1]), states[-1]) if states else None
 
 
@@ -58,7 +63,7 @@ def save_state(accelerator: Accelerator, run_dir: Path, step: int, keep: int) ->
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
-        for old in sorted((run_dir / STATE_DIR).glob("step-*[0-9]"))[:-keep]:
+        for old in kept_states(run_dir)[:-keep]:
             shutil.rmtree(old)
     accelerator.wait_for_everyone()
 
