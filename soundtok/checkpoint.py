@@ -6,7 +6,9 @@
      "config": {...the family's config dataclass...}, "extra": {...free-form, e.g. training facts...}}
 
 Loading is strict: a missing tensor or a shape mismatch is a :class:`CheckpointError`; an unexpected tensor
-is logged as a warning and ignored.
+is logged as a warning and ignored. Before a model is built for real it is built on the ``meta`` device (no memory)
+and its tensor shapes are compared with the weights file's header (:func:`build_matching_weights`), so a config
+whose sizes disagree with its weights is refused before it can allocate anything.
 """
 
 from __future__ import annotations
@@ -14,21 +16,24 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from soundtok.errors import CheckpointError, OutputExistsError
+from soundtok.config import Config
+from soundtok.errors import CheckpointError, OutputExistsError, SoundtokError, UnknownTokenizerError
 from soundtok.fileio import atomic_write
 
 if TYPE_CHECKING:
-    from soundtok.config import Config
     from soundtok.tokenizers.base import AudioTokenizer
 
 log = logging.getLogger(__name__)
+M = TypeVar("M", bound=torch.nn.Module)
+C = TypeVar("C", bound=Config)
 
 CHECKPOINT_FORMAT = 1
 CONFIG_FILE = "config.json"
@@ -105,6 +110,13 @@ def read_checkpoint_config(folder: str | os.PathLike[str]) -> dict[str, Any]:
     missing = [k for k in ("format", "family", "config") if k not in meta]
     if missing:
         raise CheckpointError(f"{path}: missing key(s) {missing}; was it written by soundtok's save_checkpoint?")
+    wrong = [
+        f"{key!r} must be {kind.__name__}"
+        for key, kind in (("family", str), ("name", str), ("config", dict), ("extra", dict))
+        if key in meta and not isinstance(meta[key], kind)
+    ]
+    if wrong:
+        raise CheckpointError(f"{path}: {'; '.join(wrong)}; restore the file or re-export the checkpoint")
     if meta["format"] != CHECKPOINT_FORMAT:
         raise CheckpointError(
             f"{path}: checkpoint format {meta['format']!r}, this soundtok reads format {CHECKPOINT_FORMAT}; "
@@ -123,14 +135,79 @@ def load_checkpoint(folder: str | os.PathLike[str], device: str = "cpu") -> Audi
         raise CheckpointError(
             f"{folder} holds a mel vocoder, not a tokenizer; load it with soundtok.vocoder.load_vocoder"
         )
-    family = get_family(str(meta["family"]))
     try:
-        config = family.config_class.from_dict(meta["config"])
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{folder / CONFIG_FILE}: invalid {family.name} config: {exc}") from None
-    tokenizer = build(family.name, config, name=str(meta.get("name") or folder.name))
+        family = get_family(meta["family"])
+    except UnknownTokenizerError as exc:
+        raise CheckpointError(f"{folder / CONFIG_FILE}: {exc}") from None
+    config = parse_config(family.config_class, meta["config"], folder, family.name)
+    name = meta.get("name") or folder.name
+    tokenizer = build_matching_weights(lambda: build(family.name, config, name=name), folder, family.name)
     load_weights(tokenizer, folder, family.name)
     return tokenizer.to(device).eval()
+
+
+def parse_config(config_class: type[C], data: Any, folder: Path, what: str) -> C:
+    """``config_class.from_dict(data)``, with every way a config can be wrong raised as :class:`CheckpointError`."""
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{folder / CONFIG_FILE}: 'config' must be an object, got {type(data).__name__}")
+    try:
+        return config_class.from_dict(data)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise CheckpointError(f"{folder / CONFIG_FILE}: invalid {what} config: {exc}") from None
+
+
+def weight_shapes(folder: str | os.PathLike[str]) -> dict[str, tuple[int, ...]]:
+    """Tensor shapes from the header of ``folder``'s ``model.safetensors``, without reading the tensors."""
+    weights = Path(folder) / WEIGHTS_FILE
+    if not weights.is_file():
+        raise CheckpointError(f"{folder}: {WEIGHTS_FILE} is missing; copy it next to {CONFIG_FILE}")
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            return {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}  # noqa: SIM118 (not a dict)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"{weights}: corrupt or truncated safetensors file ({exc}); re-download or re-export it"
+        ) from None
+
+
+def build_matching_weights(build_model: Callable[[], M], folder: str | os.PathLike[str], what: str) -> M:
+    """``build_model()``, once its tensor shapes are known to match ``folder``'s weights.
+
+    The model is first built on the ``meta`` device, which allocates nothing: a config asking for a huge model
+    fails here, against the weights file's header, instead of after gigabytes are allocated. Errors the config
+    causes in the constructor (a ValueError from a ``__post_init__``, a TypeError) become :class:`CheckpointError`.
+    """
+    folder = Path(folder)
+    shapes = weight_shapes(folder)
+    try:
+        with torch.device("meta"):
+            planned = build_model()
+        _check_shapes(planned.state_dict(), shapes, folder / WEIGHTS_FILE, what)
+        del planned
+        return build_model()
+    except (TypeError, ValueError, OverflowError) as exc:
+        if isinstance(exc, SoundtokError):
+            raise
+        raise CheckpointError(f"{folder / CONFIG_FILE}: cannot build the {what} its config describes ({exc})") from None
+
+
+def _check_shapes(expected: dict[str, Any], shapes: dict[str, tuple[int, ...]], weights: Path, what: str) -> None:
+    """A missing tensor or a shape mismatch fails; an unexpected tensor is logged."""
+    missing = sorted(set(expected) - set(shapes))
+    if missing:
+        raise CheckpointError(
+            f"{weights}: missing tensors {missing[:5]}{'...' if len(missing) > 5 else ''} for {what!r}; "
+            "config.json and model.safetensors do not belong together"
+        )
+    unexpected = sorted(set(shapes) - set(expected))
+    if unexpected:
+        log.warning("%s: ignoring unexpected tensors %s", weights, unexpected[:5])
+    for key, value in expected.items():
+        if shapes[key] != tuple(value.shape):
+            raise CheckpointError(
+                f"{weights}: tensor {key!r} has shape {shapes[key]}, the config builds {tuple(value.shape)}; "
+                "config.json and model.safetensors do not belong together"
+            )
 
 
 def load_weights(module: torch.nn.Module, folder: str | os.PathLike[str], family: str) -> None:
@@ -146,19 +223,5 @@ def load_weights(module: torch.nn.Module, folder: str | os.PathLike[str], family
             f"{weights}: corrupt or truncated safetensors file ({exc}); re-download or re-export it"
         ) from None
     expected = module.state_dict()
-    missing = sorted(set(expected) - set(state))
-    if missing:
-        raise CheckpointError(
-            f"{weights}: missing tensors {missing[:5]}{'...' if len(missing) > 5 else ''} for family {family!r}"
-        )
-    unexpected = sorted(set(state) - set(expected))
-    if unexpected:
-        log.warning("%s: ignoring unexpected tensors %s", weights, unexpected[:5])
-    for key, value in expected.items():
-        if tuple(state[key].shape) != tuple(value.shape):
-            raise CheckpointError(
-                f"{weights}: tensor {key!r} has shape {tuple(state[key].shape)}, "
-                f"the config builds {tuple(value.shape)}; "
-                "config.json and model.safetensors do not belong together"
-            )
+    _check_shapes(expected, {k: tuple(v.shape) for k, v in state.items()}, weights, family)
     module.load_state_dict({k: state[k].to(expected[k].dtype) for k in expected}, strict=True)

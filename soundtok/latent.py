@@ -22,19 +22,24 @@ Implementations:
 * a user's own autoencoder in a folder (:func:`load_latent_autoencoder`). The paper (arXiv 2503.22275) uses the
   Stable Audio Open VAE; its weights are gated behind a licence click-through on the Hugging Face Hub and cannot
   be had offline, so soundtok ships the mel autoencoder instead. Anyone with the weights (or any other VAE) can
-  wrap it in a class implementing the protocol and save it in this folder format:
+  wrap it in a class implementing the protocol, register it in code and save it in this folder format::
+
+      @register_autoencoder("my-vae")
+      class MyVAE(nn.Module): ...
 
   ``config.json``::
 
-      {"format": "soundtok-latent-autoencoder", "version": 1,
-       "class": "my_package.my_module:MyVAE", "kwargs": {"latent_dim": 64}}
+      {"format": "soundtok-latent-autoencoder", "version": 2, "kind": "my-vae", "kwargs": {"latent_dim": 64}}
 
   ``model.safetensors``: the module's ``state_dict()``, loaded strictly.
 
-  The class is imported by name (it must be importable, like any installed code: nothing in the folder is
-  executed and no pickle is read), built with ``kwargs``, must be a ``torch.nn.Module`` implementing
-  :class:`LatentAutoencoder`, and is put in eval mode with gradients off. :func:`save_latent_autoencoder` writes
-  the folder.
+  A folder names a *registered* kind, never code: the loader looks the name up in :data:`AUTOENCODERS` (so the
+  package defining it must be imported first), checks ``kwargs`` against the constructor's parameters (JSON
+  scalars or lists of them, numbers finite and bounded), builds the model on the ``meta`` device to compare its
+  tensor shapes with the weights file's header (so a config cannot allocate more than its weights), and only
+  then builds it for real, loads the weights strictly and puts it in eval mode with gradients off. Version 1
+  folders named ``"package.module:Class"``; they load when that string is a registered class's own name (no
+  import ever happens). :func:`save_latent_autoencoder` writes the folder.
 
 >>> import torch
 >>> ae = MelLatentAutoencoder(vocoder="griffin-lim")
@@ -46,18 +51,20 @@ Implementations:
 from __future__ import annotations
 
 import hashlib
-import importlib
+import inspect
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from soundtok.audio.mel import MelConfig, log_mel
-from soundtok.checkpoint import WEIGHTS_FILE, load_weights
+from soundtok.checkpoint import WEIGHTS_FILE, build_matching_weights, load_weights
+from soundtok.config import check_value
 from soundtok.errors import (
     CheckpointError,
     InvalidAudioError,
@@ -69,7 +76,7 @@ from soundtok.fileio import atomic_write
 from soundtok.vocoder import GriffinLim, MelVocoder, load_vocoder
 
 AUTOENCODER_FORMAT = "soundtok-latent-autoencoder"
-AUTOENCODER_VERSION = 1
+AUTOENCODER_VERSION = 2  # version 1 named a "module:Class"; it still loads when that is a registered class
 CONFIG_FILE = "config.json"
 
 
@@ -92,6 +99,37 @@ class LatentAutoencoder(Protocol):
     def encode(self, wav: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor: ...
 
     def decode(self, latents: torch.Tensor, frame_lengths: torch.Tensor | None = None) -> torch.Tensor: ...
+
+
+A = TypeVar("A", bound=type[nn.Module])
+
+#: the autoencoder classes a folder may name, by kind; filled by :func:`register_autoencoder` in code
+AUTOENCODERS: dict[str, type[nn.Module]] = {}
+
+
+def register_autoencoder(kind: str) -> Callable[[A], A]:
+    """Class decorator: let folders name this autoencoder class as ``kind``.
+
+    >>> @register_autoencoder("doc-example")
+    ... class MyVAE(nn.Module): ...
+    >>> AUTOENCODERS.pop("doc-example") is MyVAE
+    True
+    """
+
+    def wrap(cls: A) -> A:
+        if AUTOENCODERS.get(kind, cls) is not cls:
+            raise ValueError(f"latent autoencoder kind {kind!r} is registered twice")
+        AUTOENCODERS[kind] = cls
+        return cls
+
+    return wrap
+
+
+def _legacy_kind(class_path: str) -> str | None:
+    """The registered kind whose class a version-1 folder named as ``"module:Class"``, if any. Only registered
+    classes are compared (by the name they were saved under), so nothing is ever imported."""
+    by_path = {f"{cls.__module__}:{cls.__qualname__}": kind for kind, cls in AUTOENCODERS.items()}
+    return by_path.get(class_path)
 
 
 class MelLatentAutoencoder(nn.Module):
@@ -221,25 +259,29 @@ def save_latent_autoencoder(
     model: nn.Module,
     folder: str | os.PathLike[str],
     *,
-    class_path: str | None = None,
     kwargs: dict[str, Any] | None = None,
     force: bool = False,
 ) -> Path:
     """Write ``model`` in the folder format of :func:`load_latent_autoencoder`.
 
-    ``class_path`` (``"package.module:Class"``) defaults to the model's own class; ``kwargs`` rebuild it and must be
-    JSON-serialisable.
+    Its class must be registered (:func:`register_autoencoder`); ``kwargs`` rebuild it and must be JSON scalars or
+    lists of them.
     """
     if not isinstance(model, LatentAutoencoder):
         raise TypeError(f"{type(model).__name__} does not implement soundtok.latent.LatentAutoencoder")
+    kinds = [kind for kind, cls in AUTOENCODERS.items() if cls is type(model)]
+    if not kinds:
+        raise TypeError(
+            f"{type(model).__qualname__} is not a registered latent autoencoder; decorate it with "
+            "@soundtok.latent.register_autoencoder('a-name') so a folder can name it"
+        )
     folder = Path(folder)
     if (folder / CONFIG_FILE).exists() and not force:
         raise OutputExistsError(f"{folder} already holds an autoencoder; pass force=True to overwrite it")
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
-    target = class_path or f"{type(model).__module__}:{type(model).__qualname__}"
-    meta = {"format": AUTOENCODER_FORMAT, "version": AUTOENCODER_VERSION, "class": target, "kwargs": kwargs or {}}
+    meta = {"format": AUTOENCODER_FORMAT, "version": AUTOENCODER_VERSION, "kind": kinds[0], "kwargs": kwargs or {}}
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp)), force=True)
     atomic_write(folder / CONFIG_FILE, lambda tmp: tmp.write_text(json.dumps(meta, indent=2) + "\n"), force=True)
@@ -247,41 +289,63 @@ def save_latent_autoencoder(
 
 
 def load_latent_autoencoder(folder: str | os.PathLike[str], device: str = "cpu") -> LatentAutoencoder:
-    """A user's frozen latent autoencoder from ``folder`` (format in the module docstring)."""
+    """A user's frozen latent autoencoder from ``folder`` (format and checks in the module docstring)."""
     folder = Path(folder)
     path = folder / CONFIG_FILE
     if not path.is_file():
         raise CheckpointError(
-            f"{folder}: no {CONFIG_FILE}; a latent autoencoder folder holds {CONFIG_FILE} naming its class "
+            f"{folder}: no {CONFIG_FILE}; a latent autoencoder folder holds {CONFIG_FILE} naming its kind "
             f"and {WEIGHTS_FILE} (see soundtok.latent); or use autoencoder='mel'"
         )
     try:
         meta = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: corrupt JSON ({exc})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise CheckpointError(f"{path}: corrupt JSON ({type(exc).__name__}: {exc})") from None
     if not isinstance(meta, dict) or meta.get("format") != AUTOENCODER_FORMAT:
         raise CheckpointError(f"{path}: not a latent autoencoder config (expected format {AUTOENCODER_FORMAT!r})")
-    if meta.get("version") != AUTOENCODER_VERSION:
-        raise CheckpointError(f"{path}: version {meta.get('version')!r}, this soundtok reads {AUTOENCODER_VERSION}")
-    target, kwargs = meta.get("class"), meta.get("kwargs", {})
-    if not isinstance(target, str) or target.count(":") != 1 or not isinstance(kwargs, dict):
-        raise CheckpointError(f"{path}: 'class' must be 'package.module:Class' and 'kwargs' an object")
-    module_name, class_name = target.split(":")
-    try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as exc:
-        raise CheckpointError(f"{path}: cannot import {target} ({exc}); install the package that defines it") from None
-    try:
-        model = cls(**kwargs)
-    except TypeError as exc:
-        raise CheckpointError(f"{path}: cannot build {target} from kwargs {kwargs} ({exc})") from None
-    if not isinstance(model, nn.Module) or not isinstance(model, LatentAutoencoder):
+    kind = _kind(meta, path)
+    cls = AUTOENCODERS[kind]
+    kwargs = _checked_kwargs(cls, meta.get("kwargs", {}), path)
+    model = build_matching_weights(lambda: cls(**kwargs), folder, f"latent autoencoder {kind!r}")
+    if not isinstance(model, LatentAutoencoder):
         raise CheckpointError(
-            f"{target} must be a torch.nn.Module implementing soundtok.latent.LatentAutoencoder "
+            f"{kind!r} ({cls.__qualname__}) must implement soundtok.latent.LatentAutoencoder "
             "(sample_rate, hop_length, latent_dim, context_frames, encode, decode)"
         )
-    load_weights(model, folder, f"latent autoencoder {target}")
+    load_weights(model, folder, f"latent autoencoder {kind!r}")
     return model.to(device).eval().requires_grad_(False)  # type: ignore[return-value]
+
+
+def _kind(meta: dict[str, Any], path: Path) -> str:
+    """The registered kind a config names, checked before anything is built or imported."""
+    version = meta.get("version")
+    if version == 1:  # "module:Class", accepted only as the saved name of a registered class
+        named = meta.get("class")
+        kind = _legacy_kind(named) if isinstance(named, str) else None
+    elif version == AUTOENCODER_VERSION:
+        named = meta.get("kind")
+        kind = named if isinstance(named, str) and named in AUTOENCODERS else None
+    else:
+        raise CheckpointError(f"{path}: version {version!r}, this soundtok reads versions 1 and {AUTOENCODER_VERSION}")
+    if kind is None:
+        raise CheckpointError(
+            f"{path}: {named!r:.100} is not a registered latent autoencoder (registered: {sorted(AUTOENCODERS)}); "
+            "import the package that registers it (@soundtok.latent.register_autoencoder) before loading"
+        )
+    return kind
+
+
+def _checked_kwargs(cls: type[nn.Module], kwargs: Any, path: Path) -> dict[str, Any]:
+    """``kwargs`` as JSON scalars or lists of them (finite, bounded) that ``cls``'s constructor accepts."""
+    if not isinstance(kwargs, dict):
+        raise CheckpointError(f"{path}: 'kwargs' must be an object, got {type(kwargs).__name__}")
+    scalar = bool | int | float | str | None
+    try:
+        checked = {key: check_value(value, scalar | tuple[scalar, ...], key) for key, value in kwargs.items()}
+        inspect.signature(cls).bind(**checked)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: kwargs {kwargs!r:.200} do not fit {cls.__qualname__} ({exc})") from None
+    return checked
 
 
 def check_latents(latents: torch.Tensor, latent_dim: int) -> None:

@@ -18,6 +18,7 @@ from soundtok.errors import TokenizerUnavailableError, UnknownTokenizerError
 
 if TYPE_CHECKING:
     from soundtok.tokenizers.base import AudioTokenizer
+    from soundtok.types import TokenizerId
 
 log = logging.getLogger(__name__)
 T = TypeVar("T", bound="type[AudioTokenizer]")
@@ -132,6 +133,22 @@ def load(name_or_path: str | os.PathLike[str], device: str = "cpu") -> AudioToke
         f"{key!r} is neither a registered tokenizer nor a checkpoint folder; "
         f"registered: {', '.join(sorted(PRESETS))} (see `soundtok list`)"
     )
+
+
+def load_for(identity: TokenizerId, device: str = "cpu") -> AudioTokenizer:
+    """The registered preset that made tokens of ``identity`` (a token file's header), checked by fingerprint.
+
+    Only preset names are looked up, never paths: a file names its tokenizer, but opening a folder is the
+    user's decision (pass it to :func:`load`)."""
+    _import_families()
+    if identity.name not in PRESETS:
+        raise UnknownTokenizerError(
+            f"these tokens name the tokenizer {identity.name!r:.100}, which is not a registered preset; "
+            "pass the checkpoint folder that made them (--tokenizer PATH)"
+        )
+    tokenizer = load(identity.name, device=device)
+    identity.check_same(tokenizer.identity)
+    return tokenizer
 
 
 def _import_families() -> None:

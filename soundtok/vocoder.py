@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from soundtok.audio.mel import MelConfig, log_mel
-from soundtok.checkpoint import load_weights, read_checkpoint_config
+from soundtok.checkpoint import build_matching_weights, load_weights, parse_config, read_checkpoint_config
 from soundtok.config import Config
 from soundtok.errors import CheckpointError, InvalidAudioError, UnknownTokenizerError
 from soundtok.nn.spectral import ConvNeXtBlock, hann_window, overlap_add
@@ -213,11 +213,9 @@ def load_vocoder(name_or_path: str | os.PathLike[str] = "vocoder-16k", device: s
     meta = read_checkpoint_config(folder)
     if meta["family"] != Vocoder.family:
         raise CheckpointError(f"{folder} holds a {meta['family']!r} model, not a vocoder; load it with soundtok.load")
-    try:
-        config = VocoderConfig.from_dict(meta["config"])
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{folder}: invalid vocoder config: {exc}") from None
-    vocoder = Vocoder(config, name=str(meta.get("name") or folder.name))
+    config = parse_config(VocoderConfig, meta["config"], folder, "vocoder")
+    name = meta.get("name") or folder.name
+    vocoder = build_matching_weights(lambda: Vocoder(config, name=name), folder, Vocoder.family)
     load_weights(vocoder, folder, Vocoder.family)
     return vocoder.to(device).eval()
 

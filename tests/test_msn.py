@@ -7,6 +7,7 @@ of other sizes sums in another order: ~5e-7 measured). Audio through Griffin-Lim
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from soundtok.latent import (
     LatentAutoencoder,
     MelLatentAutoencoder,
     load_latent_autoencoder,
+    register_autoencoder,
     save_latent_autoencoder,
 )
 from soundtok.testing import noise_batch
@@ -71,6 +73,7 @@ def mse() -> MSNTokenizer:
 
 # --------------------------------------------------------------------------------------------------------
 # latent autoencoders
+@register_autoencoder("test-tiny")
 class TinyAE(nn.Module):
     """A user's own autoencoder: one linear map per 160-sample frame, and back."""
 
@@ -117,7 +120,7 @@ def test_missing_vocoder_says_what_to_do() -> None:
 def test_user_autoencoder_folder_round_trip(tmp_path: Path) -> None:
     torch.manual_seed(0)
     ae = TinyAE(latent_dim=6)
-    save_latent_autoencoder(ae, tmp_path / "ae", class_path=f"{__name__}:TinyAE", kwargs={"latent_dim": 6})
+    save_latent_autoencoder(ae, tmp_path / "ae", kwargs={"latent_dim": 6})
     again = load_latent_autoencoder(tmp_path / "ae")
     wav = torch.randn(2, 1600)
     torch.testing.assert_close(again.encode(wav), ae.encode(wav))
@@ -134,15 +137,41 @@ def test_user_autoencoder_folder_round_trip(tmp_path: Path) -> None:
 def test_bad_autoencoder_folders(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="config.json"):
         load_latent_autoencoder(tmp_path)
-    save_latent_autoencoder(TinyAE(), tmp_path / "a", class_path="no_such_module:TinyAE")
-    with pytest.raises(CheckpointError, match="cannot import"):
-        load_latent_autoencoder(tmp_path / "a")
-    save_latent_autoencoder(TinyAE(), tmp_path / "b", class_path="torch.nn:Identity")
-    with pytest.raises(CheckpointError, match="LatentAutoencoder"):
-        load_latent_autoencoder(tmp_path / "b")
-    save_latent_autoencoder(TinyAE(), tmp_path / "c", class_path=f"{__name__}:TinyAE", kwargs={"latent_dim": 5})
+
+    class Unregistered(TinyAE):
+        pass
+
+    with pytest.raises(TypeError, match="register_autoencoder"):
+        save_latent_autoencoder(Unregistered(), tmp_path / "x")
+    save_latent_autoencoder(TinyAE(), tmp_path / "a")
+    for kind in ("no-such-kind", "tests.test_msn:TinyAE", ["test-tiny"]):
+        _edit_config(tmp_path / "a", kind=kind)
+        with pytest.raises(CheckpointError, match="not a registered latent autoencoder.*test-tiny"):
+            load_latent_autoencoder(tmp_path / "a")
+    _edit_config(tmp_path / "a", kind="test-tiny", kwargs={"latent_dim": 5})
     with pytest.raises(CheckpointError, match="shape"):
-        load_latent_autoencoder(tmp_path / "c")
+        load_latent_autoencoder(tmp_path / "a")
+    for kwargs, problem in [({"latent_dim": 6, "colour": 1}, "colour"), ({"latent_dim": float("nan")}, "latent_dim")]:
+        _edit_config(tmp_path / "a", kwargs=kwargs)
+        with pytest.raises(CheckpointError, match=problem):
+            load_latent_autoencoder(tmp_path / "a")
+    _edit_config(tmp_path / "a", kwargs={"latent_dim": 10**7})  # would be a 6 GB layer: refused before it exists
+    with pytest.raises(CheckpointError, match="do not belong together"):
+        load_latent_autoencoder(tmp_path / "a")
+
+
+def test_version_1_folders_load_a_registered_class_by_its_saved_name(tmp_path: Path) -> None:
+    save_latent_autoencoder(TinyAE(), tmp_path / "a")
+    _edit_config(tmp_path / "a", version=1, kind=None, **{"class": f"{TinyAE.__module__}:TinyAE"})
+    assert isinstance(load_latent_autoencoder(tmp_path / "a"), TinyAE)
+
+
+def _edit_config(folder: Path, **changes: object) -> None:
+    """Set (or with None, remove) keys of an autoencoder folder's config.json."""
+    path = folder / "config.json"
+    meta = json.loads(path.read_text())
+    meta.update(changes)
+    path.write_text(json.dumps({k: v for k, v in meta.items() if v is not None}))
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -97,7 +97,7 @@ def detokenize(
 ) -> None:
     """Token files -> audio files (.wav unless the output name says otherwise)."""
     from soundtok.audio.io import save_audio
-    from soundtok.registry import load
+    from soundtok.registry import load, load_for
     from soundtok.tokenfile import read_token_file
 
     outs = _outputs(inputs, output, ".wav")
@@ -105,16 +105,13 @@ def detokenize(
     cache: dict[str, AudioTokenizer] = {}
     for src, dst in tqdm(list(zip(inputs, outs, strict=True)), desc="detokenize", unit="file", disable=len(inputs) < 2):
         tf = read_token_file(src)
-        name = tokenizer or tf.tokens.tokenizer.name
-        if name not in cache:
-            try:
-                cache[name] = load(name)
-            except UnknownTokenizerError:
-                raise SoundtokError(
-                    f"{src} was made by {tf.tokens.tokenizer}, which is not a registered preset; "
-                    "pass --tokenizer PATH with the checkpoint folder that made it"
-                ) from None
-        tok = cache[name]
+        key = tokenizer or tf.tokens.tokenizer.name
+        if key not in cache:
+            try:  # a name from the file is only ever a preset: a path is opened when the user passes it
+                cache[key] = load(tokenizer) if tokenizer else load_for(tf.tokens.tokenizer)
+            except UnknownTokenizerError as exc:
+                raise UnknownTokenizerError(f"{src}: {exc}") from None
+        tok = cache[key]
         wav = tok.decode(tf.tokens, progress=True)
         save_audio(dst, wav[0], tok.sample_rate, force=force)
         typer.echo(f"{src} -> {dst}")

@@ -159,7 +159,8 @@ class SemanticTokenizer(LatentFlowTokenizer):
             options: dict[str, Any] = {}
             if c.encoder.startswith("whisper-"):
                 options["window_seconds"] = c.window_seconds
-            encoder = load_encoder(c.encoder, layers=list(c.layers), **options)
+            with torch.device("cpu"):  # a real model even when this tokenizer is planned on "meta" (checkpoint.py)
+                encoder = load_encoder(c.encoder, layers=list(c.layers), **options)
         if encoder is not None:
             facts = (encoder.dim, round(encoder.sample_rate / encoder.frame_rate), encoder.sample_rate)
             if facts != (c.feature_dim, c.unit_hop, c.sample_rate):
