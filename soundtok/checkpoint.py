@@ -79,10 +79,12 @@ def save_checkpoint(
         "config": tokenizer.config.to_dict(),
         "extra": extra or {},
     }
+    # the config travels with the weights too, so an edited config.json is noticed (parse_config)
+    weights_metadata = {"format": "pt", "family": tokenizer.family, "config": tokenizer.config.to_json()}
     # weights first, config last: a folder with a config.json is always complete
     atomic_write(
         folder / WEIGHTS_FILE,
-        lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt", "family": tokenizer.family}),
+        lambda tmp: save_file(tensors, str(tmp), metadata=weights_metadata),
         force=True,
     )
     atomic_write(
@@ -103,8 +105,10 @@ def read_checkpoint_config(folder: str | os.PathLike[str]) -> dict[str, Any]:
         raise CheckpointError(f"{folder}: {CONFIG_FILE} is missing; this is not a soundtok checkpoint folder")
     try:
         meta = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: corrupt JSON ({exc}); restore the file or re-export the checkpoint") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise CheckpointError(
+            f"{path}: corrupt JSON ({type(exc).__name__}: {exc}); restore the file or re-export the checkpoint"
+        ) from None
     if not isinstance(meta, dict):
         raise CheckpointError(f"{path}: expected a JSON object")
     missing = [k for k in ("format", "family", "config") if k not in meta]
@@ -151,19 +155,44 @@ def parse_config(config_class: type[C], data: Any, folder: Path, what: str) -> C
     if not isinstance(data, dict):
         raise CheckpointError(f"{folder / CONFIG_FILE}: 'config' must be an object, got {type(data).__name__}")
     try:
-        return config_class.from_dict(data)
+        config = config_class.from_dict(data)
     except (TypeError, ValueError, OverflowError) as exc:
         raise CheckpointError(f"{folder / CONFIG_FILE}: invalid {what} config: {exc}") from None
+    saved = _read_weights_header(folder)[1].get("config")  # absent from checkpoints saved before it was recorded
+    if saved is not None and saved != config.to_json():
+        ours, theirs = config.to_dict(), _json_object(saved)
+        changed = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
+        changes = "; ".join(f"{k}: {theirs.get(k)!r} saved, {ours.get(k)!r} here" for k in changed)
+        raise CheckpointError(
+            f"{folder / CONFIG_FILE} differs from the config its weights were saved with ({changes:.300}); "
+            "restore config.json or re-export the checkpoint"
+        )
+    return config
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    """``text`` parsed, or {} when it is not a JSON object (a damaged header then differs in every field)."""
+    try:
+        value = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def weight_shapes(folder: str | os.PathLike[str]) -> dict[str, tuple[int, ...]]:
     """Tensor shapes from the header of ``folder``'s ``model.safetensors``, without reading the tensors."""
+    return _read_weights_header(folder)[0]
+
+
+def _read_weights_header(folder: str | os.PathLike[str]) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
+    """``(shapes, metadata)`` from the safetensors header of ``folder``'s weights."""
     weights = Path(folder) / WEIGHTS_FILE
     if not weights.is_file():
         raise CheckpointError(f"{folder}: {WEIGHTS_FILE} is missing; copy it next to {CONFIG_FILE}")
     try:
         with safe_open(str(weights), framework="pt") as f:
-            return {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}  # noqa: SIM118 (not a dict)
+            shapes = {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}  # noqa: SIM118 (not a dict)
+            return shapes, f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(
             f"{weights}: corrupt or truncated safetensors file ({exc}); re-download or re-export it"

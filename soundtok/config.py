@@ -1,7 +1,7 @@
 """Frozen, validated config dataclasses that round-trip through JSON.
 
 :meth:`Config.from_dict` is the one gate between a JSON file and a config: it checks every value against its
-field's annotation (``int``, ``float``, ``bool``, ``str``, ``X | None``, ``tuple[int, ...]``, a nested config)
+field's annotation (``int``, ``float``, ``bool``, ``str``, ``X | None``, ``tuple[int, ...]``, ``dict``, a nested config)
 before the dataclass sees it, refuses non-finite numbers and integers beyond :data:`MAX_INT`, so a family's
 ``__post_init__`` only ever validates meaning, never type.
 """
@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 
 C = TypeVar("C", bound="Config")
 
-#: the largest integer a config may hold (sample rates, sizes, seeds); more is a corrupt or hostile file
-MAX_INT = 1 << 31
+#: the largest magnitude a number from JSON may have (exact in a double); more is a corrupt or hostile file
+MAX_INT = 1 << 53
 
 
 def check_value(value: Any, hint: Any, where: str) -> Any:
@@ -37,6 +37,10 @@ def check_value(value: Any, hint: Any, where: str) -> Any:
         if value is not None:
             raise ValueError(f"{where}: expected null, got {value!r:.80}")
         return None
+    if origin is dict:  # free-form (e.g. a token file's metadata): only its type is checked here
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: expected an object, got {type(value).__name__}")
+        return value
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ValueError(f"{where}: expected a list, got {type(value).__name__}")

@@ -18,6 +18,9 @@ import torch
 
 from soundtok.errors import TokenizerMismatchError
 
+#: sample rates soundtok accepts anywhere (audio, token files, configs): below or above is a mistake, not audio
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 384_000
+
 
 @dataclass(frozen=True)
 class TokenizerId:

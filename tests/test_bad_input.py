@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import struct
 import zlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,6 +22,7 @@ from soundtok.checkpoint import CONFIG_FILE, WEIGHTS_FILE
 from soundtok.errors import (
     AudioLoadingError,
     CheckpointError,
+    InvalidAudioError,
     OutputExistsError,
     SoundtokError,
     TokenFileError,
@@ -28,6 +31,7 @@ from soundtok.errors import (
 )
 from soundtok.testing import fixture_path, noise_batch
 from soundtok.tokenfile import from_bytes, read_token_file, to_bytes, write_token_file
+from soundtok.types import LevelSpec, Tokens
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +96,30 @@ def test_audio_formats_round_trip(tmp_path: Path, suffix: str) -> None:
     assert sr2 == sr and abs(again.shape[-1] - wav.shape[-1]) < 2048  # vorbis may pad a little
 
 
+@pytest.mark.parametrize(
+    ("wav", "sample_rate", "lengths", "problem"),
+    [
+        (torch.full((1, 1, 800), 1e30), 8000, None, "peaks at"),
+        (torch.full((1, 1, 800), 1000.0), 8000, None, "divide 16-bit"),
+        (torch.zeros(1, 1, 800), 1, None, "outside"),
+        (torch.zeros(1, 1, 800), 10**6, None, "outside"),
+        (torch.zeros(1, 1, 800), 8000.0, None, "integer"),
+        (torch.zeros(1, 1, 800), 8000, [1.5], "whole numbers"),
+        (torch.zeros(1, 1, 800), 8000, torch.tensor([True]), "whole numbers"),
+        (torch.zeros(1, 1, 800), 8000, ["a"], "whole numbers"),
+    ],
+)
+def test_implausible_audio_is_refused(
+    tok: soundtok.AudioTokenizer, wav: torch.Tensor, sample_rate: Any, lengths: Any, problem: str
+) -> None:
+    with pytest.raises(InvalidAudioError, match=problem):
+        tok.encode(wav, sample_rate, lengths)
+
+
+def test_audio_at_full_scale_and_a_little_over_is_accepted(tok: soundtok.AudioTokenizer) -> None:
+    assert tok.encode(torch.full((1, 1, 800), 1.5), 8000, [800]).lengths.tolist() == [800]
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # token files
 def test_token_file_refuses_overwrite_and_keeps_the_old_one(tok: soundtok.AudioTokenizer, tmp_path: Path) -> None:
@@ -137,6 +165,80 @@ def test_token_file_with_code_outside_codebook(valid_file_bytes: bytes) -> None:
         from_bytes(body + struct.pack("<I", zlib.crc32(body)))
 
 
+def with_header(valid: bytes, edit: Callable[[dict[str, Any]], object]) -> bytes:
+    """``valid`` with its header changed by ``edit`` (in place), the checksum recomputed so only the header is wrong."""
+    header_len = struct.unpack_from("<I", valid, 6)[0]
+    header = json.loads(valid[10 : 10 + header_len])
+    edit(header)
+    new = json.dumps(header).encode()
+    body = valid[:6] + struct.pack("<I", len(new)) + new + valid[10 + header_len : -4]
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def _nested(depth: int) -> object:
+    value: object = 0
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+HEADER_EDITS: dict[str, tuple[Callable[[dict[str, Any]], object], str]] = {
+    "sample_rate inf": (lambda h: h.update(sample_rate=float("inf")), "sample_rate"),
+    "sample_rate nan": (lambda h: h.update(sample_rate=float("nan")), "sample_rate"),
+    "sample_rate huge": (lambda h: h.update(sample_rate=10**30), "sample_rate"),
+    "sample_rate float": (lambda h: h.update(sample_rate=8000.5), "sample_rate"),
+    "sample_rate string": (lambda h: h.update(sample_rate="8000"), "sample_rate"),
+    "sample_rate 1 Hz": (lambda h: h.update(sample_rate=1), "sample_rate"),
+    "length negative": (lambda h: h.update(length=-600), "length"),
+    "length huge": (lambda h: h.update(length=2**64), "length"),
+    "hop zero": (lambda h: h["levels"][0].update(hop_length=0), "hop_length"),
+    "hop huge": (lambda h: h["levels"][0].update(hop_length=10**300), "hop_length"),
+    "frame_rate inconsistent": (lambda h: h["levels"][0].update(frame_rate=44100.0), "frame_rate"),
+    "frames inconsistent": (lambda h: h["levels"][0].update(frames=599), "frames"),
+    "dtype too small": (lambda h: h["levels"][0].update(codebook_size=70000), "dtype"),
+    "level dropped": (lambda h: h.update(levels=[]), "levels"),
+    "level duplicated": (lambda h: h.update(levels=h["levels"] * 2), "ends before"),
+    "levels a mapping": (lambda h: h.update(levels={"0": h["levels"][0]}), "levels"),
+    "level missing a key": (lambda h: h["levels"][0].pop("dtype"), "dtype"),
+    "tokenizer a list": (lambda h: h.update(tokenizer=["pcm"]), "tokenizer"),
+    "metadata a list": (lambda h: h.update(metadata=[1]), "metadata"),
+    "metadata nested 100 deep": (lambda h: h.update(metadata={"x": _nested(100)}), "deeper"),
+    "metadata nested past the parser": (lambda h: None, "RecursionError"),
+}
+
+
+@pytest.mark.parametrize("case", HEADER_EDITS)
+def test_every_wrong_header_field_is_named(valid_file_bytes: bytes, case: str) -> None:
+    edit, problem = HEADER_EDITS[case]
+    data = with_header(valid_file_bytes, edit)
+    if case == "metadata nested past the parser":  # deeper than json can parse: built as text
+        data = with_header(valid_file_bytes, lambda h: None)
+        header_len = struct.unpack_from("<I", data, 6)[0]
+        text = data[10 : 10 + header_len].replace(
+            b'"metadata": {', b'"metadata": {"x": ' + b"[" * 100_000 + b"]" * 100_000 + b", ", 1
+        )
+        body = data[:6] + struct.pack("<I", len(text)) + text + data[10 + header_len : -4]
+        data = body + struct.pack("<I", zlib.crc32(body))
+    with pytest.raises(TokenFileError, match=problem):
+        from_bytes(data)
+
+
+def test_decode_refuses_a_header_inconsistent_with_its_tokenizer(
+    tok: soundtok.AudioTokenizer, valid_file_bytes: bytes
+) -> None:
+    def claim_44k(h: dict[str, Any]) -> None:  # consistent in itself, not with mulaw-8bit-8k
+        h.update(sample_rate=44100)
+        h["levels"][0].update(frame_rate=44100.0)
+
+    tokens = from_bytes(with_header(valid_file_bytes, claim_44k)).tokens
+    with pytest.raises(TokenizerMismatchError, match="44100 Hz.*8000 Hz"):
+        tok.decode(tokens)
+    made = tok.encode(noise_batch([600])[0], 8000)
+    smaller = Tokens((made.codes[0] % 128,), made.lengths, 8000, (LevelSpec(1, 128),), made.tokenizer)
+    with pytest.raises(TokenizerMismatchError, match="hop 1 x 128 codes"):
+        tok.decode(smaller)
+
+
 def test_unreadable_token_path(tmp_path: Path) -> None:
     with pytest.raises(TokenFileError, match="cannot read"):
         read_token_file(tmp_path / "missing.stok")
@@ -180,7 +282,9 @@ def test_checkpoint_config_does_not_match_weights(checkpoint: Path) -> None:
     meta = json.loads((checkpoint / CONFIG_FILE).read_text())
     meta["config"]["dim"] = 4
     (checkpoint / CONFIG_FILE).write_text(json.dumps(meta))
-    with pytest.raises(CheckpointError, match="do not belong together"):
+    with pytest.raises(
+        CheckpointError, match="differs from the config its weights were saved with .dim: 8 saved, 4 here"
+    ):
         soundtok.load_checkpoint(checkpoint)
 
 
@@ -199,6 +303,44 @@ def test_checkpoint_missing_tensor(checkpoint: Path) -> None:
     state.pop(sorted(state)[0])
     save_file(state, checkpoint / WEIGHTS_FILE)
     with pytest.raises(CheckpointError, match="missing tensors"):
+        soundtok.load_checkpoint(checkpoint)
+
+
+CONFIG_EDITS: dict[str, tuple[Callable[[dict[str, Any]], object], str]] = {
+    "config a list": (lambda m: m.update(config=[1, 2]), "'config' must be"),
+    "family a list": (lambda m: m.update(family=["toy"]), "'family' must be"),
+    "family unknown": (lambda m: m.update(family="nope"), "unknown tokenizer family"),
+    "dim a float": (lambda m: m["config"].update(dim=8.5), "dim: expected an integer"),
+    "dim NaN": (lambda m: m["config"].update(dim=float("nan")), "dim: expected an integer"),
+    "dim a string": (lambda m: m["config"].update(dim="8"), "dim: expected an integer"),
+    "dim negative": (lambda m: m["config"].update(dim=-8), "invalid toy config"),
+    "hops a mapping": (lambda m: m["config"].update(hops={"a": 1}), "hops: expected a list"),
+    "hops of floats": (lambda m: m["config"].update(hops=[160.0, 320]), r"hops\[0\]"),
+    "sample_rate huge": (lambda m: m["config"].update(sample_rate=10**40), "sample_rate"),
+    "dim of gigabytes": (lambda m: m["config"].update(dim=10**6), "do not belong together"),
+    "codebook of gigabytes": (lambda m: m["config"].update(codebook_sizes=[10**9, 32]), "do not belong together"),
+}
+
+
+@pytest.mark.parametrize("case", CONFIG_EDITS)
+def test_every_wrong_config_field_is_a_checkpoint_error(checkpoint: Path, case: str) -> None:
+    from safetensors.torch import load_file, save_file
+
+    # as saved before the weights recorded their config: type checks and shapes alone must catch these
+    save_file(load_file(checkpoint / WEIGHTS_FILE), checkpoint / WEIGHTS_FILE, metadata={"format": "pt"})
+    edit, problem = CONFIG_EDITS[case]
+    meta = json.loads((checkpoint / CONFIG_FILE).read_text())
+    edit(meta)
+    (checkpoint / CONFIG_FILE).write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=problem):
+        soundtok.load_checkpoint(checkpoint)
+
+
+def test_an_edited_config_is_refused_even_when_shapes_agree(checkpoint: Path) -> None:
+    meta = json.loads((checkpoint / CONFIG_FILE).read_text())
+    meta["config"]["sample_rate"] = 8000  # the weights were trained at 16 kHz
+    (checkpoint / CONFIG_FILE).write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="sample_rate: 16000 saved, 8000 here"):
         soundtok.load_checkpoint(checkpoint)
 
 

@@ -45,7 +45,7 @@ def test_outputs_are_not_overwritten_without_force(capsys: pytest.CaptureFixture
     assert run(capsys, "tokenize", fixture_path("digit"), "-t", "mulaw-8bit-8k", "-o", stok)[0] == 0
     before = stok.read_bytes()
     code, _, err = run(capsys, "tokenize", fixture_path("speech"), "-t", "mulaw-8bit-8k", "-o", stok)
-    assert code == 1 and "--force" in err and stok.read_bytes() == before
+    assert code == 3 and "--force" in err and stok.read_bytes() == before
     assert run(capsys, "tokenize", fixture_path("speech"), "-t", "mulaw-8bit-8k", "-o", stok, "--force")[0] == 0
     assert stok.read_bytes() != before
 
@@ -63,15 +63,15 @@ def test_errors_exit_1_with_a_message(capsys: pytest.CaptureFixture[str], tmp_pa
     stok = tmp_path / "a.stok"
     run(capsys, "tokenize", fixture_path("digit"), "-t", "mulaw-8bit-8k", "-o", stok)
     code, _, err = run(capsys, "detokenize", stok, "-t", "mulaw-4bit-8k", "-o", tmp_path / "x.wav")
-    assert code == 1 and "made by mulaw-8bit-8k" in err and not (tmp_path / "x.wav").exists()
+    assert code == 3 and "made by mulaw-8bit-8k" in err and not (tmp_path / "x.wav").exists()
     bogus = tmp_path / "bogus.wav"
     bogus.write_text("hello, this is not audio at all")
     code, _, err = run(capsys, "tokenize", bogus, "-t", "mulaw-8bit-8k", "-o", tmp_path / "b.stok")
-    assert code == 1 and "cannot read it as audio" in err
+    assert code == 3 and "cannot read it as audio" in err
     code, _, err = run(capsys, "info", bogus)
-    assert code == 1 and "not a soundtok token file" in err
+    assert code == 3 and "not a soundtok token file" in err
     code, _, err = run(capsys, "tokenize", bogus, "-t", "no-such", "-o", tmp_path / "c.stok")
-    assert code == 1 and "soundtok list" in err
+    assert code == 3 and "soundtok list" in err
 
 
 def test_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
@@ -111,7 +111,7 @@ def test_demo_writes_tokens_audio_and_a_score_table(capsys: pytest.CaptureFixtur
     row = next(line for line in out.splitlines() if line.startswith("mulaw-8bit-16k"))
     assert float(row.split()[3]) > 0.95  # 8-bit mu-law at 16 kHz keeps STOI near 1
     code, _, err = run(capsys, "demo", "--clip", "digit", "-o", tmp_path / "demo")
-    assert code == 1 and "--force" in err
+    assert code == 3 and "--force" in err
 
 
 def test_vocode_with_griffin_lim_and_a_checkpoint(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -130,7 +130,7 @@ def test_vocode_with_griffin_lim_and_a_checkpoint(capsys: pytest.CaptureFixture[
     code, _, err = run(capsys, "vocode", fixture_path("digit"), "-o", tmp_path / "v.wav", "-v", tmp_path / "voc")
     assert code == 0, err
     code, _, err = run(capsys, "vocode", fixture_path("digit"), "-o", out, "-v", "griffin-lim")
-    assert code == 1 and "--force" in err
+    assert code == 3 and "--force" in err
 
 
 def test_fit_semantic_writes_a_tokenizer_fitted_on_the_train_split(
@@ -150,6 +150,21 @@ def test_fit_semantic_writes_a_tokenizer_fitted_on_the_train_split(
     tokens = tok.encode(load_audio(fixture_path("digit"), sample_rate=16000)[0][None], 16000)
     assert len(tokens.codes) == 2 and tokens.frame_rates == (50.0, 50.0)
     code, _, err = run(capsys, *args)  # refuses to overwrite
-    assert code == 1 and "--force" in err
+    assert code == 3 and "--force" in err
     code, _, err = run(capsys, "fit-semantic", "-o", tmp_path / "x", "-m", fixture_manifest, "--split", "dev")
-    assert code == 1 and "no item of split 'dev'" in err and "['test', 'train']" in err
+    assert code == 3 and "no item of split 'dev'" in err and "['test', 'train']" in err
+
+
+def test_exit_codes_tell_bad_input_from_a_bug(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    args = ("tokenize", fixture_path("digit"), "-t", "mulaw-8bit-8k", "-o", tmp_path / "a.stok")
+    code, _, err = run(capsys, "info", tmp_path / "missing.stok")
+    assert code == 3 and err.count("\n") == 1 and "no such file" in err  # bad input: one line
+
+    def broken(*_: object, **__: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("soundtok.registry.load", broken)
+    code, _, err = run(capsys, *args)
+    assert code == 1 and "internal error: RuntimeError: boom" in err and "please report" in err

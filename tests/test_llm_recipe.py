@@ -126,8 +126,8 @@ def test_cli_train_and_chat(inputs: tuple[Path, Path], tmp_path: Path, capsys: p
     wav_out = tmp_path / "gen.wav"
     args = ["chat", str(run / MODEL_DIR), "--speak", "say hello", "-o", str(wav_out), "--max-seconds", "0.05"]
     assert main(args) == 0 and wav_out.exists()
-    assert main(args) == 1  # exists: refused without --force
-    assert main(["chat", str(tmp_path), "-q", "x"]) == 1  # not an audio LLM folder: a clear error
+    assert main(args) == 3  # exists: refused without --force
+    assert main(["chat", str(tmp_path), "-q", "x"]) == 3  # not an audio LLM folder: a clear error
 
 
 def test_bad_lora_settings_are_named(inputs: tuple[Path, Path]) -> None:

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from safetensors.torch import load_file, save_file
 
 import soundtok
 from soundtok.cli.main import main
@@ -57,12 +58,15 @@ def evil_folder(folder: Path, kind: str, marker: Path, version: int) -> Path:
 
 
 def msn_pointing_at(autoencoder: Path, folder: Path) -> Path:
-    """A valid tiny msn checkpoint whose config names ``autoencoder``."""
-    tok = MSNTokenizer(MSNConfig(vocoder="griffin-lim", dim=8, heads=2, encoder_layers=1, decoder_layers=1))
-    soundtok.save_checkpoint(tok, folder)
+    """A tiny msn checkpoint whose config names ``autoencoder``, crafted whole: its weights' header records the
+    same config (an attacker writes both files)."""
+    config = MSNConfig(vocoder="griffin-lim", dim=8, heads=2, encoder_layers=1, decoder_layers=1)
+    soundtok.save_checkpoint(MSNTokenizer(config), folder)
     meta = json.loads((folder / "config.json").read_text())
     meta["config"]["autoencoder"] = str(autoencoder)
     (folder / "config.json").write_text(json.dumps(meta))
+    crafted = MSNConfig.from_dict(meta["config"]).to_json()
+    save_file(load_file(folder / "model.safetensors"), folder / "model.safetensors", metadata={"config": crafted})
     return folder
 
 

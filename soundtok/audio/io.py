@@ -14,8 +14,12 @@ import torch
 
 from soundtok.errors import AudioLoadingError, InvalidAudioError
 from soundtok.fileio import atomic_write
+from soundtok.types import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 
 log = logging.getLogger(__name__)
+
+#: the largest |sample| accepted: float audio lives in [-1, 1]; a little over is clipping, far over is a unit mistake
+MAX_AMPLITUDE = 100.0
 
 #: formats soundfile writes for us, by file extension
 WRITE_FORMATS = {".wav": ("WAV", "FLOAT"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS")}
@@ -32,10 +36,21 @@ def check_waveform(wav: torch.Tensor, sample_rate: int, *, what: str = "audio") 
         raise InvalidAudioError(f"{what} must be floating point in [-1, 1], got dtype {wav.dtype}")
     if wav.shape[0] == 0 or wav.shape[1] == 0 or wav.shape[2] == 0:
         raise InvalidAudioError(f"{what} is empty: shape {tuple(wav.shape)}")
-    if not isinstance(sample_rate, int | np.integer) or isinstance(sample_rate, bool) or sample_rate <= 0:
-        raise InvalidAudioError(f"sample_rate must be a positive integer (Hz), got {sample_rate!r}")
+    if not isinstance(sample_rate, int | np.integer) or isinstance(sample_rate, bool):
+        raise InvalidAudioError(f"sample_rate must be an integer (Hz), got {sample_rate!r}")
+    if not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
+        raise InvalidAudioError(
+            f"sample_rate {sample_rate} Hz is outside [{MIN_SAMPLE_RATE}, {MAX_SAMPLE_RATE}]; "
+            "pass the audio's rate in Hz"
+        )
     if not bool(torch.isfinite(wav).all()):
         raise InvalidAudioError(f"{what} contains NaN or Inf samples; clean or clip the signal before tokenizing")
+    peak = float(wav.abs().max())
+    if peak > MAX_AMPLITUDE:
+        raise InvalidAudioError(
+            f"{what} peaks at |x| = {peak:.3g}, but float audio lies in [-1, 1]; scale it first "
+            "(e.g. divide 16-bit integer samples by 32768)"
+        )
 
 
 def resample(wav: torch.Tensor, orig_sr: int, target_sr: int) -> torch.Tensor:

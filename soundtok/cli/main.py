@@ -1,14 +1,26 @@
-"""Entry point. Exit codes: 0 success; 1 a soundtok error (the message says what to do); 2 wrong usage;
-130 interrupted."""
+"""Entry point. Exit codes: 0 success; 1 an internal error (a bug: the traceback is logged); 2 wrong usage;
+3 bad input or setup (a soundtok error: the one-line message says what went wrong and what to do); 130 interrupted."""
 
 from __future__ import annotations
 
 import logging
 import sys
+from enum import IntEnum
 
 import typer
 
 from soundtok.errors import SoundtokError
+
+log = logging.getLogger("soundtok")
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    INTERNAL_ERROR = 1
+    USAGE = 2
+    BAD_INPUT = 3
+    INTERRUPTED = 130
+
 
 app = typer.Typer(
     name="soundtok",
@@ -35,11 +47,15 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except SoundtokError as exc:
         typer.echo(f"error: {exc}", err=True)
-        return 1
+        return ExitCode.BAD_INPUT
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
-        return 130
-    return 0
+        return ExitCode.INTERRUPTED
+    except Exception as exc:  # a bug, not the user's input: keep the traceback for the report
+        log.exception("internal error")
+        typer.echo(f"internal error: {type(exc).__name__}: {exc} (a bug in soundtok; please report it)", err=True)
+        return ExitCode.INTERNAL_ERROR
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from torch import nn
 
 from soundtok.audio.io import check_waveform, convert_channels, resample
 from soundtok.config import Config
-from soundtok.errors import InvalidAudioError
+from soundtok.errors import InvalidAudioError, TokenizerMismatchError
 from soundtok.types import LevelSpec, TokenizerId, Tokens, frames_for, nominal_bitrate
 
 
@@ -204,6 +204,12 @@ class AudioTokenizer(nn.Module, ABC):
         ``T`` is the longest item's length; item ``b`` is ``tokens.lengths[b]`` samples, zero after that.
         """
         self.identity.check_same(tokens.tokenizer)
+        if tokens.sample_rate != self.sample_rate or tokens.levels != self.levels:
+            raise TokenizerMismatchError(
+                f"these tokens claim {tokens.sample_rate} Hz and levels {_describe(tokens.levels)}, but {self.name} "
+                f"works at {self.sample_rate} Hz with {_describe(self.levels)}: their header is inconsistent with the "
+                "tokenizer it names (edited or corrupt); tokenize the audio again"
+            )
         for level, (c, n) in enumerate(zip(tokens.codes, self.codebook_sizes, strict=True)):
             if c.numel() and (int(c.min()) < 0 or int(c.max()) >= n):
                 raise InvalidAudioError(f"level {level} holds codes outside [0, {n}); the tokens are corrupt")
@@ -231,7 +237,13 @@ class AudioTokenizer(nn.Module, ABC):
     def _check_lengths(lengths: torch.Tensor | list[int] | None, batch: int, total: int) -> torch.Tensor:
         if lengths is None:
             return torch.full((batch,), total, dtype=torch.long)
-        lengths = torch.as_tensor(lengths, dtype=torch.long).cpu()
+        try:
+            lengths = torch.as_tensor(lengths).cpu()
+        except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
+            raise InvalidAudioError(f"lengths must be whole numbers of samples, one per item ({exc})") from None
+        if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
+            raise InvalidAudioError(f"lengths must be whole numbers of samples, got {lengths.tolist()}")
+        lengths = lengths.long()
         if lengths.shape != (batch,):
             raise InvalidAudioError(
                 f"lengths must hold one length per item ({batch}), got shape {tuple(lengths.shape)}"
@@ -319,6 +331,10 @@ class AudioTokenizer(nn.Module, ABC):
         wav = torch.cat(pieces, dim=-1)[..., : int(lengths.max())]
         mask = torch.arange(wav.shape[-1])[None, None, :] < lengths[:, None, None]
         return wav * mask
+
+
+def _describe(levels: tuple[LevelSpec, ...]) -> str:
+    return ", ".join(f"hop {s.hop_length} x {s.codebook_size} codes" for s in levels) or "none"
 
 
 def _pad_frames(codes: torch.Tensor, width: int) -> torch.Tensor:
