@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -29,11 +29,14 @@ S = TypeVar("S", bound=Strict)
 class DataConfig(Strict):
     manifest: Path | None = None  # a manifest JSONL (soundtok manifest); else the shared corpus below
     corpus: Path | None = None  # default: $SOUNDTOK_CORPUS or ../shared/corpus
+    shard: Path | None = None  # a training shard folder (soundtok.train.shard): replaces manifest and corpus
     datasets: list[str] | None = None  # default: every dataset of the corpus
     train_split: str = "train"
     eval_split: str = "test"
     segment_seconds: float = Field(1.0, gt=0)
     batch_size: int = Field(16, ge=1)
+    # speed perturbation: each crop played at a random speed in 1 +- this (pitch and tempo together); 0: off
+    speed_perturb: float = Field(0.0, ge=0.0, lt=0.5)
     eval_items: int = Field(8, ge=1)  # held-out clips scored at each evaluation
     eval_seconds: float = Field(4.0, gt=0)
 
@@ -71,6 +74,10 @@ class TrainConfig(Strict):
     keep_checkpoints: int = Field(2, ge=1)
     seed: int = 0
     export_dtype: str = "float16"
+    # "bf16": autocast (the quantizer's search and the losses stay fp32); with CUDA, fp32 matmuls use TF32
+    precision: Literal["fp32", "bf16"] = "fp32"
+    # wall-clock budget of this run: save a state and stop after it (a rerun continues); None: until ``steps``
+    max_minutes: float | None = Field(None, gt=0)
     # a safetensors file (or a checkpoint folder holding model.safetensors) loaded into the fresh model before
     # step 0, keys it lacks left as built: fine-tuning from exported weights (codec, vocoder, msn), or the fitted
     # k-means centroids of the semantic recipe (benchmarks/semantic_study.py --fit)

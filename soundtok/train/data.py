@@ -3,12 +3,15 @@
 Batches are a pure function of (seed, step, rank): a resumed run draws exactly the batches the killed run would
 have drawn, and each process draws different ones. Crops are read straight from disk (soundfile seeks in FLAC),
 items are picked in proportion to their duration, and items shorter than a crop are zero-padded.
+:func:`training_data` gives a recipe its sampler and held-out clips from the config's ``data`` section: a
+manifest, the shared corpus, or a training shard (:mod:`soundtok.train.shard`, held in memory).
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import soundfile as sf
@@ -18,19 +21,25 @@ from soundtok.audio.io import load_audio, resample
 from soundtok.corpus.manifest import AudioItem, Manifest
 from soundtok.errors import AudioLoadingError
 
+if TYPE_CHECKING:
+    from soundtok.train.config import DataConfig
+
 
 @dataclass(frozen=True)
 class CropSampler:
     items: tuple[AudioItem, ...]
     sample_rate: int
     segment: int  # samples per crop
+    speed_perturb: float = 0.0  # see :func:`speed_perturbed`
 
     @classmethod
-    def from_manifest(cls, manifest: Manifest, sample_rate: int, seconds: float) -> CropSampler:
+    def from_manifest(
+        cls, manifest: Manifest, sample_rate: int, seconds: float, speed_perturb: float = 0.0
+    ) -> CropSampler:
         items = tuple(sorted(manifest, key=lambda i: i.id))
         if not items:
             raise AudioLoadingError("the training manifest is empty; check the corpus folder, datasets and split")
-        return cls(items, sample_rate, int(round(seconds * sample_rate)))
+        return cls(items, sample_rate, int(round(seconds * sample_rate)), speed_perturb)
 
     def batch(self, batch_size: int, *, seed: int, step: int, rank: int = 0) -> torch.Tensor:
         """``[batch_size, 1, segment]`` crops, the same for the same (seed, step, rank)."""
@@ -38,19 +47,57 @@ class CropSampler:
         weights = [max(i.duration, 1e-3) for i in self.items]
         out = torch.zeros(batch_size, 1, self.segment)
         for b, item in enumerate(rng.choices(self.items, weights=weights, k=batch_size)):
-            out[b, 0] = self._crop(item, rng)
+            length = crop_length(self.segment, self.speed_perturb, rng)
+            out[b, 0] = speed_perturbed(self._crop(item, rng, length), self.segment)
         return out
 
-    def _crop(self, item: AudioItem, rng: random.Random) -> torch.Tensor:
+    def _crop(self, item: AudioItem, rng: random.Random, length: int) -> torch.Tensor:
         info = sf.info(str(item.path))
-        native = int(round(self.segment * info.samplerate / self.sample_rate))
+        native = int(round(length * info.samplerate / self.sample_rate))
         start = rng.randrange(max(info.frames - native, 0) + 1)
         data, sr = sf.read(str(item.path), start=start, frames=native, dtype="float32", always_2d=True)
         wav = torch.from_numpy(np.ascontiguousarray(data.T)).mean(dim=0)  # [T] mono
         if sr != self.sample_rate:
             wav = resample(wav, sr, self.sample_rate)
-        wav = wav[: self.segment]
-        return torch.nn.functional.pad(wav, (0, self.segment - wav.shape[-1]))
+        wav = wav[:length]
+        return torch.nn.functional.pad(wav, (0, length - wav.shape[-1]))
+
+
+@dataclass(frozen=True)
+class ShardSampler:
+    """Random crops of a training shard's audio held in memory (:mod:`soundtok.train.shard`), items picked in
+    proportion to their duration."""
+
+    audio: torch.Tensor  # [T]
+    items: tuple[tuple[str, str, int, int], ...]
+    segment: int
+    speed_perturb: float = 0.0  # see :func:`speed_perturbed`
+
+    def batch(self, batch_size: int, *, seed: int, step: int, rank: int = 0) -> torch.Tensor:
+        """``[batch_size, 1, segment]`` crops, the same for the same (seed, step, rank)."""
+        rng = random.Random(f"{seed}:{step}:{rank}")
+        out = torch.zeros(batch_size, 1, self.segment)
+        weights = [max(frames, 1) for *_, frames in self.items]
+        for b, (_, _, offset, frames) in enumerate(rng.choices(self.items, weights=weights, k=batch_size)):
+            length = crop_length(self.segment, self.speed_perturb, rng)
+            start = rng.randrange(max(frames - length, 0) + 1)
+            crop = self.audio[offset + start : offset + min(frames, start + length)]
+            crop = torch.nn.functional.pad(crop, (0, length - crop.shape[0]))
+            out[b, 0] = speed_perturbed(crop, self.segment)
+        return out
+
+
+def crop_length(segment: int, speed_perturb: float, rng: random.Random) -> int:
+    """Samples to crop for one ``segment``: ``segment`` times a speed factor drawn uniformly from
+    ``1 +- speed_perturb`` (no draw when 0, so the batches of runs without perturbation are unchanged)."""
+    return segment if not speed_perturb else int(round(segment * rng.uniform(1 - speed_perturb, 1 + speed_perturb)))
+
+
+def speed_perturbed(crop: torch.Tensor, segment: int) -> torch.Tensor:
+    """``crop [L]`` resampled to ``segment`` samples: played faster (``L > segment``) or slower, which moves pitch
+    and tempo together (Kaldi's speed perturbation; Ko et al. 2015). A crop of ``segment`` samples is returned
+    unchanged."""
+    return crop if crop.shape[-1] == segment else resample(crop, crop.shape[-1], segment)
 
 
 def eval_clips(manifest: Manifest, sample_rate: int, count: int, seconds: float) -> list[tuple[str, torch.Tensor]]:
@@ -68,3 +115,28 @@ def eval_clips(manifest: Manifest, sample_rate: int, count: int, seconds: float)
         wav, _ = load_audio(item.path, sample_rate=sample_rate, channels=1)
         clips.append((item.id, wav[:, : int(seconds * sample_rate)]))
     return clips
+
+
+def training_data(
+    data: DataConfig, sample_rate: int
+) -> tuple[CropSampler | ShardSampler, list[tuple[str, torch.Tensor]]]:
+    """A recipe's training crops and held-out clips: from ``data.shard`` (its ``valid`` items held out), else
+    from ``data.manifest`` or the shared corpus (``data.train_split`` / ``data.eval_split``)."""
+    if data.shard is not None:
+        from soundtok.train.shard import Shard  # it imports this module
+
+        shard = Shard.load(data.shard)
+        return shard.sampler(sample_rate, data.segment_seconds, data.speed_perturb), shard.eval_clips(
+            data.eval_items, data.eval_seconds
+        )
+    from soundtok.corpus.loaders import load_shared_corpus
+
+    corpus = (
+        Manifest.from_jsonl(data.manifest)
+        if data.manifest is not None
+        else load_shared_corpus(data.corpus, data.datasets)
+    )
+    train = corpus.filter(split=data.train_split)
+    sampler = CropSampler.from_manifest(train, sample_rate, data.segment_seconds, data.speed_perturb)
+    held_out = eval_clips(corpus.filter(split=data.eval_split), sample_rate, data.eval_items, data.eval_seconds)
+    return sampler, held_out

@@ -46,17 +46,18 @@ from pathlib import Path
 import torch
 import yaml
 
-from soundtok.corpus.loaders import load_shared_corpus
-from soundtok.corpus.manifest import Manifest
 from soundtok.errors import SoundtokError
 from soundtok.tokenizers.msn import LatentFlowTokenizer, MSNConfig, MSNTokenizer
 from soundtok.tokenizers.semantic import SemanticConfig, SemanticTokenizer
 from soundtok.train.config import TrainConfig
-from soundtok.train.data import CropSampler, eval_clips
+from soundtok.train.data import CropSampler, training_data
+from soundtok.train.shard import ShardSampler
 from soundtok.train.state import (
+    deadline,
     export_run,
     latest_state,
     load_init_weights,
+    make_accelerator,
     recipe_main,
     resume,
     save_state,
@@ -114,7 +115,9 @@ def check_config(cfg: TrainConfig) -> None:
 
 
 @torch.no_grad()
-def measure_latent_statistics(model: LatentFlowTokenizer, sampler: CropSampler, cfg: TrainConfig) -> None:
+def measure_latent_statistics(
+    model: LatentFlowTokenizer, sampler: CropSampler | ShardSampler, cfg: TrainConfig
+) -> None:
     """Set the model's per-channel latent mean and std from :data:`STATS_BATCHES` batches of training crops."""
     latents = []
     for i in range(STATS_BATCHES):
@@ -159,8 +162,6 @@ def train_flow(cfg: TrainConfig, run_dir: str | Path, *, max_steps_this_run: int
 
     ``max_steps_this_run`` stops early (after a state is saved), e.g. to split training across sessions.
     """
-    from accelerate import Accelerator
-
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
@@ -168,7 +169,7 @@ def train_flow(cfg: TrainConfig, run_dir: str | Path, *, max_steps_this_run: int
 
     check_config(cfg)
     run_dir = Path(run_dir)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    accelerator = make_accelerator(cfg)
     torch.manual_seed(cfg.seed)  # identical initial weights on every process
     model = build_model(cfg)
     hop = model.block_samples
@@ -180,17 +181,7 @@ def train_flow(cfg: TrainConfig, run_dir: str | Path, *, max_steps_this_run: int
             f"data.segment_seconds={cfg.data.segment_seconds} gives {segment} samples, e.g. use "
             f"{max(1, segment // hop) * hop / model.sample_rate:g}"
         )
-    corpus = (
-        Manifest.from_jsonl(cfg.data.manifest)
-        if cfg.data.manifest is not None
-        else load_shared_corpus(cfg.data.corpus, cfg.data.datasets)
-    )
-    sampler = CropSampler.from_manifest(
-        corpus.filter(split=cfg.data.train_split), model.sample_rate, cfg.data.segment_seconds
-    )
-    held_out = eval_clips(
-        corpus.filter(split=cfg.data.eval_split), model.sample_rate, cfg.data.eval_items, cfg.data.eval_seconds
-    )
+    sampler, held_out = training_data(cfg.data, model.sample_rate)
 
     resumed = latest_state(run_dir)
     if resumed is None:
@@ -215,6 +206,7 @@ def train_flow(cfg: TrainConfig, run_dir: str | Path, *, max_steps_this_run: int
     objective = "flow" if model.flow.decoder == "cfm" else "mse"
     quantizer = model.quantizer if isinstance(model, MSNTokenizer) else None
     t0, steps_timed = time.perf_counter(), 0
+    stop_time = deadline(cfg)
 
     while step < stop_at:
         rank = accelerator.process_index
@@ -256,13 +248,17 @@ def train_flow(cfg: TrainConfig, run_dir: str | Path, *, max_steps_this_run: int
                 elapsed / steps_timed,
             )
             t0, steps_timed = time.perf_counter(), 0
-        if writer is not None and (step % cfg.eval_every == 0 or step == cfg.steps):  # main process only
+        if writer is not None and held_out and (step % cfg.eval_every == 0 or step == cfg.steps):  # main only
             scores = evaluate_flow(model, held_out)
             for k, v in scores.items():
                 writer.add_scalar(f"eval/{k}", v, step)
             log.info("step %d eval %s", step, {k: round(v, 4) for k, v in scores.items()})
-        if step % cfg.checkpoint_every == 0 or step == stop_at:
+        out_of_time = step < stop_at and time.monotonic() >= stop_time
+        if step % cfg.checkpoint_every == 0 or step == stop_at or out_of_time:
             save_state(accelerator, run_dir, step, cfg.keep_checkpoints)
+        if out_of_time:
+            log.info("step %d: max_minutes=%g reached; rerun the same command to continue", step, cfg.max_minutes)
+            break
 
     if writer is not None:
         writer.close()

@@ -31,8 +31,6 @@ import yaml
 from torch import nn
 
 from soundtok.audio.mel import log_mel
-from soundtok.corpus.loaders import load_shared_corpus
-from soundtok.corpus.manifest import Manifest
 from soundtok.errors import SoundtokError
 from soundtok.eval.signal import mel_distance
 from soundtok.nn.discriminators import DiscriminatorConfig, DiscriminatorOutput, build_discriminator
@@ -45,8 +43,17 @@ from soundtok.nn.losses import (
 )
 from soundtok.tokenizers.codec import CodecConfig, CodecTokenizer
 from soundtok.train.config import TrainConfig
-from soundtok.train.data import CropSampler, eval_clips
-from soundtok.train.state import export_run, load_init_weights, recipe_main, resume, save_state, sync_quantizer
+from soundtok.train.data import training_data
+from soundtok.train.state import (
+    deadline,
+    export_run,
+    load_init_weights,
+    make_accelerator,
+    recipe_main,
+    resume,
+    save_state,
+    sync_quantizer,
+)
 from soundtok.vocoder import Vocoder, VocoderConfig
 
 if TYPE_CHECKING:
@@ -119,8 +126,6 @@ def train_gan(cfg: TrainConfig, run_dir: str | Path, *, max_steps_this_run: int 
 
     ``max_steps_this_run`` stops early (after a state is saved), e.g. to split training across sessions.
     """
-    from accelerate import Accelerator
-
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
@@ -130,7 +135,7 @@ def train_gan(cfg: TrainConfig, run_dir: str | Path, *, max_steps_this_run: int 
         raise SoundtokError(f"unknown GAN recipe {cfg.recipe!r}; known: {', '.join(RECIPES)}")
     recipe = RECIPES[cfg.recipe]
     run_dir = Path(run_dir)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    accelerator = make_accelerator(cfg)
     torch.manual_seed(cfg.seed)  # identical initial weights on every process
 
     model = recipe.build(cfg)
@@ -152,17 +157,7 @@ def train_gan(cfg: TrainConfig, run_dir: str | Path, *, max_steps_this_run: int 
     generator = accelerator.unwrap_model(model)
     sample_rate = recipe.sample_rate(generator)
 
-    corpus = (
-        Manifest.from_jsonl(cfg.data.manifest)
-        if cfg.data.manifest is not None
-        else load_shared_corpus(cfg.data.corpus, cfg.data.datasets)
-    )
-    sampler = CropSampler.from_manifest(
-        corpus.filter(split=cfg.data.train_split), sample_rate, cfg.data.segment_seconds
-    )
-    held_out = eval_clips(
-        corpus.filter(split=cfg.data.eval_split), sample_rate, cfg.data.eval_items, cfg.data.eval_seconds
-    )
+    sampler, held_out = training_data(cfg.data, sample_rate)
 
     log.info("process %d of %d on %s", accelerator.process_index, accelerator.num_processes, accelerator.device)
     step = resume(accelerator, run_dir)
@@ -175,6 +170,7 @@ def train_gan(cfg: TrainConfig, run_dir: str | Path, *, max_steps_this_run: int 
     w = cfg.loss
     t0, steps_timed = time.perf_counter(), 0
     running: dict[str, float] = {}  # loss sums since the last log line: logged values are interval means
+    stop_time = deadline(cfg)
 
     while step < stop_at:
         real = sampler.batch(per_process, seed=cfg.seed, step=step, rank=accelerator.process_index)
@@ -233,13 +229,17 @@ def train_gan(cfg: TrainConfig, run_dir: str | Path, *, max_steps_this_run: int 
             )
         if step % cfg.log_every == 0 or step == stop_at:
             t0, steps_timed, running = time.perf_counter(), 0, {}
-        if writer is not None and (step % cfg.eval_every == 0 or step == cfg.steps):  # main process only
+        if writer is not None and held_out and (step % cfg.eval_every == 0 or step == cfg.steps):  # main only
             scores = recipe.evaluate(generator, held_out)
             for k, v in scores.items():
                 writer.add_scalar(f"eval/{k}", v, step)
             log.info("step %d eval %s", step, {k: round(v, 3) for k, v in scores.items()})
-        if step % cfg.checkpoint_every == 0 or step == stop_at:
+        out_of_time = step < stop_at and time.monotonic() >= stop_time
+        if step % cfg.checkpoint_every == 0 or step == stop_at or out_of_time:
             save_state(accelerator, run_dir, step, cfg.keep_checkpoints)
+        if out_of_time:
+            log.info("step %d: max_minutes=%g reached; rerun the same command to continue", step, cfg.max_minutes)
+            break
 
     if writer is not None:
         writer.close()
@@ -272,11 +272,12 @@ def evaluate_vocoder(vocoder: Vocoder, clips: Clips) -> dict[str, float]:
     """Mean mel distance of held-out clips rebuilt from their own log-mel."""
     was_training = vocoder.training
     hop = vocoder.config.mel.hop_length
+    device = next(vocoder.parameters()).device
     dists = []
     for _, wav in clips:
-        wav = wav[..., : wav.shape[-1] // hop * hop]
+        wav = wav[..., : wav.shape[-1] // hop * hop].to(device)
         rebuilt = vocoder.synthesize(vocoder.mel(wav))  # [1, 1, T]
-        dists.append(mel_distance(wav[0], rebuilt[0, 0], vocoder.sample_rate))
+        dists.append(mel_distance(wav[0].cpu(), rebuilt[0, 0].float().cpu(), vocoder.sample_rate))
     vocoder.train(was_training)
     return {"mel_distance": sum(dists) / len(dists)}
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar, cast
@@ -66,6 +68,22 @@ def save_state(accelerator: Accelerator, run_dir: Path, step: int, keep: int) ->
         for old in kept_states(run_dir)[:-keep]:
             shutil.rmtree(old)
     accelerator.wait_for_everyone()
+
+
+def make_accelerator(cfg: TrainConfig) -> Accelerator:
+    """The run's ``Accelerator``: CPU when there is no CUDA, ``cfg.precision`` autocast, TF32 matmuls on GPUs."""
+    from accelerate import Accelerator
+
+    cuda = torch.cuda.is_available()
+    if cuda:  # TF32 keeps fp32's range with bf16-like matmul speed: free for these models
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return Accelerator(cpu=not cuda, mixed_precision="no" if cfg.precision == "fp32" else cfg.precision)
+
+
+def deadline(cfg: TrainConfig) -> float:
+    """``time.monotonic()`` after which the run saves a state and stops (``cfg.max_minutes``; inf: none)."""
+    return time.monotonic() + cfg.max_minutes * 60 if cfg.max_minutes is not None else math.inf
 
 
 def load_init_weights(model: nn.Module, source: Path, recipe: str) -> dict[str, torch.Tensor]:
