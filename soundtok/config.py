@@ -63,13 +63,14 @@ def check_value(value: Any, hint: Any, where: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"{where}: expected an integer, got {value!r:.80}")
         if abs(value) > MAX_INT:
-            raise ValueError(f"{where}: {value:.3g} is out of range (|value| <= {MAX_INT})")
+            raise ValueError(f"{where}: a {value.bit_length()}-bit integer is out of range (|value| <= 2**53)")
         return value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"{where}: expected a number, got {value!r:.80}")
-        if not math.isfinite(value) or abs(value) > MAX_INT:
-            raise ValueError(f"{where}: {value!r} is not a finite number of magnitude <= {MAX_INT}")
+        if abs(value) > MAX_INT or not math.isfinite(value):  # in this order: a huge int does not fit a float
+            shown = f"a {value.bit_length()}-bit integer" if isinstance(value, int) else repr(value)
+            raise ValueError(f"{where}: {shown} is not a finite number of magnitude <= 2**53")
         return float(value)
     if hint is str:
         if not isinstance(value, str):

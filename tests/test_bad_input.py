@@ -192,6 +192,11 @@ HEADER_EDITS: dict[str, tuple[Callable[[dict[str, Any]], object], str]] = {
     "length negative": (lambda h: h.update(length=-600), "length"),
     "length huge": (lambda h: h.update(length=2**64), "length"),
     "hop zero": (lambda h: h["levels"][0].update(hop_length=0), "hop_length"),
+    "frame_rate beyond a float": (
+        lambda h: h["levels"][0].update(frame_rate=10**400),
+        "frame_rate: a 1329-bit integer",
+    ),
+    "codebook beyond a float": (lambda h: h["levels"][0].update(codebook_size=10**400), "codebook_size: a 1329-bit"),
     "hop huge": (lambda h: h["levels"][0].update(hop_length=10**300), "hop_length"),
     "frame_rate inconsistent": (lambda h: h["levels"][0].update(frame_rate=44100.0), "frame_rate"),
     "frames inconsistent": (lambda h: h["levels"][0].update(frames=599), "frames"),
