@@ -45,7 +45,12 @@ def log(message: str) -> None:
 
 
 def load_pack(path: Path = CONFIG) -> dict[str, Any]:
-    return dict(yaml.safe_load(path.read_text()))
+    """A pack config; ``base: FILE`` takes every key it does not set from that config (e.g. a pilot grid's jobs
+    with the default pack's wheels and shard)."""
+    pack = dict(yaml.safe_load(path.read_text()))
+    if "base" in pack:
+        pack = {**load_pack(ROOT / pack.pop("base")), **pack}
+    return pack
 
 
 # ----------------------------------------------------------------------------------------------------- build
@@ -96,6 +101,7 @@ class Job:
 
     def __init__(self, name: str, spec: dict[str, Any], common: list[str], extra: list[str], work: Path, env: dict):
         self.name, self.config = name, ROOT / spec["config"]
+        self.reference = ROOT / spec.get("reference", f"soundtok/checkpoints/{name}")  # scored beside it
         self.overrides = [*common, *spec.get("overrides", []), *extra]  # later ones win
         self.run_dir, self.env = work / name, env
         self.attempts: list[dict[str, Any]] = []
@@ -236,8 +242,8 @@ def _cuda() -> bool:
 
 
 def score(job: Job, export: Path, device: str) -> dict[str, Any]:
-    """The recipe's own held-out scores (the shard's valid clips) of the export and of the shipped model, if one
-    of that name ships (a same-run before/after)."""
+    """The recipe's own held-out scores (the shard's valid clips) of the export and of the shipped model (the job's
+    ``reference``, default the shipped checkpoint of its name), if there is one: a same-run before/after."""
     import torch
 
     import soundtok
@@ -250,7 +256,7 @@ def score(job: Job, export: Path, device: str) -> dict[str, Any]:
     cfg = load_config(job.run_dir / "config.yaml")
     evaluate: Callable[[Any, Any], dict[str, float]]
     evaluate = {"codec": evaluate_codec, "vocoder": evaluate_vocoder}.get(cfg.recipe, evaluate_flow)  # type: ignore
-    candidates = {"trained": export, "shipped": ROOT / "soundtok" / "checkpoints" / job.name}
+    candidates = {"trained": export, "shipped": job.reference}
     scores: dict[str, Any] = {}
     for label, folder in candidates.items():
         if not folder.is_dir():
@@ -279,9 +285,8 @@ def environment() -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------- dry-run, unpack
 
 
-def dry_run(out: Path, corpus: Path | None) -> bool:
+def dry_run(out: Path, corpus: Path | None, pack: dict[str, Any]) -> bool:
     """The whole pack on the CPU with the config's ``dry_run`` settings and a tiny shard; checks what comes back."""
-    pack = load_pack()
     settings = pack["dry_run"]
     with tempfile.TemporaryDirectory(prefix="gpu-pack-dry-") as tmp:
         build(Path(tmp), settings["shard"], None, corpus)
@@ -314,10 +319,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pack", type=Path, default=ROOT / ".gpu-pack")
     p.add_argument("--corpus", type=Path, default=None)
     p = sub.add_parser("run", help="train, export, score and pack every job (on the GPU)")
+    p.add_argument("--config", type=Path, default=CONFIG, help="the pack's jobs (default configs/gpu-pack.yaml)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "gpu-pack-runs")
     p.add_argument("--minutes", type=float, default=None)
     p = sub.add_parser("dry-run", help="the pack on the CPU with tiny settings")
+    p.add_argument("--config", type=Path, default=CONFIG)
     p.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "gpu-pack-dry-out")
     p.add_argument("--corpus", type=Path, default=None)
     p = sub.add_parser("unpack", help="untar the pack's results")
@@ -325,14 +332,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("runs", type=Path)
     args = parser.parse_args(argv)
 
-    pack = load_pack()
+    pack = load_pack(getattr(args, "config", CONFIG))
     if args.command == "build":
         build(args.pack, pack["shard"], pack["wheels"], args.corpus)
     elif args.command == "run":
         return 0 if run(args.out, args.work, pack, args.minutes or pack["minutes"], []) else 1
     elif args.command == "dry-run":
         shutil.rmtree(args.out, ignore_errors=True)
-        return 0 if dry_run(args.out, args.corpus) else 1
+        return 0 if dry_run(args.out, args.corpus, pack) else 1
     else:
         unpack(args.files, args.runs)
     return 0

@@ -120,7 +120,7 @@ class Vocoder(nn.Module):
         x = self.norm(x.transpose(1, 2)).transpose(1, 2) * mask  # [B, D, F]
         for block in self.blocks:
             x = block(x) * mask
-        h = self.head(self.final_norm(x.transpose(1, 2)))  # [B, F, 2 * n_freqs]
+        h = self.head(self.final_norm(x.transpose(1, 2))).float()  # [B, F, 2 * n_freqs]; fp32 under autocast
         log_magnitude, phase = h.transpose(1, 2).chunk(2, dim=1)  # [B, n_freqs, F] each
         magnitude = torch.exp(log_magnitude.clamp(max=self.config.max_log_magnitude))
         spectrum = torch.polar(magnitude, phase) * mask
