@@ -50,3 +50,7 @@ class MetricUnavailableError(SoundtokError):
 
 class CorpusError(SoundtokError):
     """A manifest, corpus layout or dataset description is missing, malformed or inconsistent."""
+
+
+class OutputLockedError(SoundtokError):
+    """Another live run is writing to this output folder (see :class:`soundtok.fileio.RunLock`)."""

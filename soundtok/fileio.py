@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from soundtok.errors import OutputExistsError
+from soundtok.errors import OutputExistsError, OutputLockedError
 
 
 def fsync_path(path: Path) -> None:
@@ -77,3 +78,87 @@ def read_jsonl(path: str | os.PathLike[str], error: type[Exception], what: str) 
             yield n, json.loads(line)
         except json.JSONDecodeError as exc:
             raise error(f"{path}:{n}: not a JSON object ({exc.msg}); is the file truncated?") from None
+
+
+class RunLock:
+    """Keeps two runs from writing to one output folder at once.
+
+    Two ``fcntl.flock`` locks in the folder, which the kernel releases when a process dies, so a killed run never
+    leaves a stale lock: the run's main process holds ``.soundtok-run.lock`` exclusively (and writes its pid
+    there), and every process of the run, the main one included, holds ``.soundtok-writers.lock`` shared while it
+    writes. :meth:`acquire` (main process) refuses while either is held by another run, so a rerun started while an
+    orphaned worker of a killed run still writes is refused too; then every process calls :meth:`join`.
+
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> with RunLock(folder) as lock:
+    ...     lock.acquire(); lock.join()
+    ...     RunLock(folder).acquire()
+    Traceback (most recent call last):
+    soundtok.errors.OutputLockedError: ...
+    """
+
+    RUN_FILE = ".soundtok-run.lock"
+    WRITERS_FILE = ".soundtok-writers.lock"
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        self.folder = Path(folder)
+        self._files: list[Any] = []
+
+    def acquire(self) -> None:
+        """Main process, before anything is read or written: hold the folder, or raise :class:`OutputLockedError`."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        run = self._open(self.RUN_FILE, "a+")
+        if not _try_lock(run, exclusive=True):
+            holder = (self.folder / self.RUN_FILE).read_text().strip() or "a process"
+            raise OutputLockedError(
+                f"{self.folder} is being written by another run ({holder}); wait for it to finish or stop it, "
+                "then run again"
+            )
+        writers = open(self.folder / self.WRITERS_FILE, "a")  # noqa: SIM115 (closed at once)
+        try:
+            if not _try_lock(writers, exclusive=True):
+                previous = (self.folder / self.RUN_FILE).read_text().strip() or "an earlier run"
+                raise OutputLockedError(
+                    f"processes of an earlier run on {self.folder} are still writing (last run: {previous}); "
+                    f"stop them (fuser -v {self.folder / self.WRITERS_FILE}) or wait, then run again"
+                )
+        finally:
+            writers.close()  # releases it: no other run can take it while we hold the run lock
+        run.seek(0)
+        run.truncate()
+        run.write(f"pid {os.getpid()} (launched by pid {os.getppid()}) on {socket.gethostname()}\n")
+        run.flush()
+
+    def join(self) -> None:
+        """Every process of the run (after the main one's :meth:`acquire`): hold the writers' lock, shared."""
+        import fcntl
+
+        writers = self._open(self.WRITERS_FILE, "a")
+        fcntl.flock(writers, fcntl.LOCK_SH)
+
+    def release(self) -> None:
+        for f in reversed(self._files):
+            f.close()  # closing drops the flock
+        self._files = []
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def _open(self, name: str, mode: str) -> Any:
+        f = open(self.folder / name, mode)  # noqa: SIM115 (held until release)
+        self._files.append(f)
+        return f
+
+
+def _try_lock(f: Any, *, exclusive: bool) -> bool:
+    import fcntl
+
+    try:
+        fcntl.flock(f, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True

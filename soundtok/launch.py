@@ -2,12 +2,19 @@
 
 On a machine without CUDA the processes run on the CPU: ``ACCELERATE_USE_CPU=true`` with ``--multi_gpu`` (as
 ``--cpu --num_processes 2`` silently runs a single process).
+
+Processes die with their launcher: ``accelerate launch`` is started with a parent-death signal, and a module run
+under it calls :func:`die_with_parent` (torch's launcher puts workers in their own sessions, so killing the
+launcher alone would otherwise leave them running, still writing).
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -19,6 +26,23 @@ import torch
 from soundtok.errors import SoundtokError
 
 log = logging.getLogger(__name__)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """Have the kernel SIGKILL this process when its parent dies (Linux; elsewhere nothing happens).
+
+    For code running under a launcher: a worker whose launcher was killed stops at once instead of writing on."""
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        log.warning("cannot ask to die with the parent process (errno %d)", ctypes.get_errno())
+    elif os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
 
 
 def _free_port() -> int:
@@ -78,4 +102,4 @@ def run_accelerate(
     """Run ``module`` in ``num_processes`` processes (or as ``config_file`` says) and wait; returns the exit code."""
     command = accelerate_command(module, argv, num_processes, config_file=config_file)
     log.info("running %s", " ".join(command))
-    return subprocess.run(command, env=launch_env(cpu), check=False).returncode
+    return subprocess.run(command, env=launch_env(cpu), check=False, preexec_fn=die_with_parent).returncode

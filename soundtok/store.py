@@ -270,6 +270,7 @@ class TokenStore:
             raise TokenFileError(f"{self.folder}: no such token store folder")
         self.info = StoreInfo.read(self.folder)
         self._index: dict[str, Path] | None = None
+        self._indexed: list[Path] = []
 
     @property
     def tokenizer(self) -> TokenizerId:
@@ -298,17 +299,20 @@ class TokenStore:
         except (pa.ArrowException, OSError, ValueError) as exc:
             raise _shard_error(shard, exc) from None
 
-    def _build_index(self) -> dict[str, Path]:
-        if self._index is None:
+    def _build_index(self, *, fresh: bool = False) -> dict[str, Path]:
+        """Item id -> the first shard (in name order) holding it. An item stored twice (two runs that raced before
+        runs locked their folder, or a shard copied in by hand) is read once, from there. Built once; ``fresh``
+        rebuilds it if shards were added since."""
+        if self._index is None or (fresh and self.shards() != self._indexed):
+            self._indexed = self.shards()
             index: dict[str, Path] = {}
-            for shard in self.shards():
+            repeats = 0
+            for shard in self._indexed:
                 for item_id in self.shard_ids(shard):
-                    if item_id in index:
-                        raise TokenFileError(
-                            f"{self.folder}: item {item_id!r} is stored twice ({index[item_id].name} "
-                            f"and {shard.name}); delete one of the two shards"
-                        )
-                    index[item_id] = shard
+                    repeats += item_id in index
+                    index.setdefault(item_id, shard)
+            if repeats:
+                log.warning("%s: %d rows repeat an item stored earlier; each item is read once", self.folder, repeats)
             self._index = index
         return self._index
 
@@ -360,8 +364,9 @@ class TokenStore:
     ) -> Iterator[dict[str, Any]]:
         """Rows as dicts (``labels`` parsed to a dict), shard after shard, ``batch_size`` rows in memory at a time.
 
-        ``shuffle_shards`` visits shards in a seeded random order (rows within a shard keep their order; shuffle
-        them with a buffer downstream if needed). ``columns`` reads only those columns. ``part`` of ``num_parts``
+        Each item comes once (from the first shard holding it: :meth:`_build_index`). ``shuffle_shards`` visits
+        shards in a seeded random order (rows within a shard keep their order; shuffle them with a buffer downstream
+        if needed). ``columns`` reads only those columns. ``part`` of ``num_parts``
         reads every ``num_parts``-th shard of that order, so data-loader workers or processes share the shards.
         """
         if not 0 <= part < num_parts:
@@ -370,17 +375,24 @@ class TokenStore:
         if shuffle_shards:
             random.Random(seed).shuffle(shards)
         shards = shards[part::num_parts]
-        read = None if columns is None else list(dict.fromkeys([*columns, *(["split"] if split is not None else [])]))
+        first = self._build_index(fresh=True)  # each item is yielded from the first shard holding it, once
+        extra = ["id", *(["split"] if split is not None else [])]
+        read = None if columns is None else list(dict.fromkeys([*columns, *extra]))
         for shard in shards:
+            seen: set[str] = set()
             try:
                 pf = pq.ParquetFile(shard)
                 _check_schema(shard, pf.schema_arrow, read)
                 for batch in pf.iter_batches(batch_size=batch_size, columns=read):
                     for row in batch.to_pylist():
+                        if first.get(row["id"]) != shard or row["id"] in seen:
+                            continue
+                        seen.add(row["id"])
                         if split is not None and row["split"] != split:
                             continue
-                        if columns is not None and "split" not in columns:
-                            row.pop("split", None)
+                        for name in extra:
+                            if columns is not None and name not in columns:
+                                row.pop(name, None)
                         yield self._parse(row, shard) if "labels" in row else row
             except TokenFileError:
                 raise

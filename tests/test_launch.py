@@ -3,6 +3,9 @@ runs, on 2 CPU processes, in tests/test_llm_recipe.py; FSDP needs a GPU)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -33,3 +36,27 @@ def test_accelerate_reads_the_shipped_configs(name: str, kind: str) -> None:
     if kind == "FSDP":  # LoRA needs the original parameters (frozen and trainable share a wrapped layer)
         assert config.fsdp_config["fsdp_use_orig_params"] is True
         assert "fsdp_transformer_layer_cls_to_wrap" not in config.fsdp_config  # read from the model: any LLM
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signals are Linux's")
+def test_a_process_that_asked_dies_with_its_parent() -> None:
+    child = "import time; from soundtok.launch import die_with_parent; die_with_parent(); print(1, flush=True); "
+    child += "time.sleep(60)"
+    parent = "import subprocess, sys, time; p = subprocess.Popen([sys.executable, '-c', sys.argv[1]], "
+    parent += "stdout=subprocess.PIPE); p.stdout.readline(); print(p.pid, flush=True); time.sleep(60)"
+    proc = subprocess.Popen([sys.executable, "-c", parent, child], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    pid = int(proc.stdout.readline())  # the child is running and has asked
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 5
+    while _running(pid):
+        assert time.monotonic() < deadline, "the child outlived its parent"
+        time.sleep(0.05)
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -152,8 +152,15 @@ def test_not_a_store(tmp_path: Path) -> None:
         TokenStore(tmp_path / "missing")
 
 
-def test_duplicate_ids_across_shards_are_reported(tmp_path: Path, tok: AudioTokenizer) -> None:
-    fill(tmp_path, tok, 2, rank=0)
-    fill(tmp_path, tok, 2, rank=1)  # same ids again
-    with pytest.raises(TokenFileError, match="stored twice"):
-        TokenStore(tmp_path).ids()
+def test_an_item_stored_twice_is_read_once(tmp_path: Path, tok: AudioTokenizer) -> None:
+    fill(tmp_path, tok, 3, rank=1)
+    again = fill(tmp_path, tok, 2, rank=0)  # the first two ids again (other codes), in a shard that sorts first
+    store = TokenStore(tmp_path)
+    assert store.get("x/000").equal(again["x/000"])
+    assert sorted(store.ids()) == sorted(set(store.ids())) and len(store) == 3
+    rows = list(store.iter_rows())
+    assert sorted(r["id"] for r in rows) == sorted(store.ids())
+    parts = [r["id"] for part in range(2) for r in store.iter_rows(columns=["id"], part=part, num_parts=2)]
+    assert sorted(parts) == sorted(store.ids())  # once over all parts
+    lengths_only = list(store.iter_rows(columns=["length"]))  # de-duplicated by the id it did not ask for
+    assert len(lengths_only) == 3 and all(set(r) == {"length"} for r in lengths_only)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import re
 import signal
 import subprocess
@@ -29,7 +30,8 @@ from soundtok.corpus.tokenize import (
     stok_path,
     tokenize_corpus,
 )
-from soundtok.errors import CorpusError, TokenizerMismatchError
+from soundtok.errors import CorpusError, OutputLockedError, TokenizerMismatchError
+from soundtok.fileio import RunLock
 from soundtok.store import TokenStore, shard_rank
 from soundtok.tokenfile import read_token_file
 
@@ -120,6 +122,22 @@ def test_store_output_resume_and_mismatch(tmp_path: Path) -> None:
         tokenize_corpus(manifest, "mulaw-4bit-8k", out, output="store", progress=False)
     forced = tokenize_corpus(manifest, "mulaw-4bit-8k", out, output="store", progress=False, force=True)
     assert forced.done == 7 and TokenStore(out).tokenizer.name == "mulaw-4bit-8k" and len(TokenStore(out)) == 7
+
+
+def test_a_folder_being_written_is_refused(tmp_path: Path) -> None:
+    manifest = clips(tmp_path, 2)
+    out = tmp_path / "out"
+    with RunLock(out) as other:  # another live run: its main process, then only its writers
+        other.acquire()
+        other.join()
+        with pytest.raises(OutputLockedError, match=f"another run \\(pid {os.getpid()} "):
+            tokenize_corpus(manifest, NAME, out, output="files", progress=False)
+    with RunLock(out) as leftover:
+        leftover.join()  # a worker of a killed run, still writing
+        with pytest.raises(OutputLockedError, match="still writing"):
+            tokenize_corpus(manifest, NAME, out, output="store", progress=False)
+    assert not list(out.glob("*.stok")) and not list(out.glob("shard-*"))  # refused runs wrote nothing
+    assert tokenize_corpus(manifest, NAME, out, output="files", progress=False).done == 2  # free again
 
 
 def test_module_cli_in_process(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -250,3 +268,81 @@ def test_two_processes_killed_then_resumed(tmp_path: Path, output: str) -> None:
     [error] = read_errors(out)
     assert error["id"] == "bad/broken" and error["rank"] in (0, 1)
     assert all(p.name.startswith(".") for p in out.rglob("*.tmp"))  # leftovers of the kill stay hidden
+
+
+KILLS = int(os.environ.get("SOUNDTOK_TEST_KILLS", "2"))  # the issue-21 campaign ran this with 10
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signals and /proc are Linux's")
+@pytest.mark.parametrize("output", ["files", "store"])
+def test_killing_the_launcher_alone_then_rerunning_at_once(tmp_path: Path, output: str) -> None:
+    """SIGKILL only the launcher at random moments and start the next run at once: nothing is duplicated or lost,
+    a rerun that comes while the killed run still holds the folder is refused (and retried here), and workers that
+    had started tokenizing die with their launcher. A worker still starting up when its launcher dies cannot tell
+    (its parent-death request comes after the kill): it never writes, as its rendezvous is gone, and is killed at
+    the end here."""
+    good = clips(tmp_path, 120)
+    manifest_path = good.to_jsonl(tmp_path / "manifest.jsonl")
+    out = tmp_path / "out"
+    argv = ["--manifest", str(manifest_path), "--tokenizer", NAME, "--out", str(out), "--output", output]
+    argv += ["--shard-items", "2", "--batch-seconds", "0.5", "--no-progress"]
+    env = launch_env(cpu=True)
+    slow = {**env, SLEEP_ENV: "0.4"}  # the killed runs take ~30 s: orphans would write for many seconds
+    rng = random.Random(int(os.environ.get("SOUNDTOK_TEST_SEED", "0")))
+    workers: list[int] = []
+    stragglers: list[int] = []
+    refused = mid_run = 0
+    try:
+        for run in range(100):
+            log = tmp_path / f"run{run}.log"
+            with log.open("wb") as f:
+                run_env = slow if run < KILLS else env
+                proc = subprocess.Popen(launch_command(argv, 2), env=run_env, stdout=f, stderr=subprocess.STDOUT)
+                _wait_gone(workers)  # the killed run's workers die with their launcher, while this run starts
+                if run < KILLS:
+                    if rng.random() < 0.75:  # mostly while tokenizing: a random moment once both ranks started
+                        deadline = time.monotonic() + 120
+                        while log.read_text().count("items to tokenize") < 2 and proc.poll() is None:
+                            assert time.monotonic() < deadline, log.read_text()[-3000:]
+                            time.sleep(0.05)
+                    time.sleep(rng.uniform(0.0, 6.0))
+                    workers = _descendants(proc.pid)
+                    proc.kill()  # the launcher alone
+                    proc.wait()
+                elif proc.wait(timeout=300) == 0:
+                    break
+            text = log.read_text()
+            if text.count("items to tokenize") < 2:  # killed while starting up (or refused)
+                stragglers += workers
+                workers = []
+            assert run == KILLS or not SUMMARY.search(text), "a run to be killed ended first: make it slower"
+            mid_run += run < KILLS and bool(workers)
+            was_refused = "being written" in text or "still writing" in text
+            refused += was_refused
+            assert run < KILLS or was_refused, text[-3000:]  # after the kills, only a refusal ends a run early
+    finally:
+        for pid in stragglers:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    assert counts(log.read_text())[2] == 0
+    if output == "files":
+        ids = [p.relative_to(out).with_suffix("").as_posix() for p in out.rglob("*.stok")]
+    else:
+        ids = [i for p in out.glob("shard-*.parquet") for i in pq.read_table(p, columns=["id"])["id"].to_pylist()]
+    assert Counter(ids) == Counter(item.id for item in good)  # none duplicated, none lost
+    print(f"{output}: {KILLS} kills ({mid_run} mid-run, {KILLS - mid_run} during start-up), {refused} reruns refused")
+
+
+def _wait_gone(pids: list[int], seconds: float = 2) -> None:
+    deadline = time.monotonic() + seconds
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in pids), "a worker outlived its launcher"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

@@ -19,6 +19,11 @@ How the work is shared and resumed:
 A killed run therefore leaves only complete records, and a rerun tokenizes exactly the missing items. Audio that
 cannot be read or encoded is logged to ``<out>/errors-rank<r>.jsonl`` (one file per process, rewritten by each
 run) and retried by the next run.
+
+Only one run writes to a folder at a time: before step 1 the main process takes the folder's
+:class:`~soundtok.fileio.RunLock` and every process joins it, so a second run (or a rerun started while processes of
+a killed one still write) is refused with a message naming the holder's pid. Under a launcher the processes die
+with it (:func:`~soundtok.launch.die_with_parent`), and a store reads an item stored twice once.
 """
 
 from __future__ import annotations
@@ -40,7 +45,13 @@ from soundtok.audio.io import load_audio
 from soundtok.corpus.manifest import AudioItem, Manifest
 from soundtok.corpus.sampler import BucketBatchSampler
 from soundtok.errors import SoundtokError, TokenFileError, TokenizerMismatchError
-from soundtok.launch import accelerate_command, launch_env, run_accelerate  # noqa: F401  (launch_env re-exported)
+from soundtok.fileio import RunLock
+from soundtok.launch import (  # noqa: F401  (launch_env re-exported)
+    accelerate_command,
+    die_with_parent,
+    launch_env,
+    run_accelerate,
+)
 from soundtok.store import META_FILE, SHARD_GLOB, TokenStore, TokenStoreWriter
 from soundtok.tokenfile import SUFFIX, read_token_file, write_token_file
 from soundtok.tokenizers.base import AudioTokenizer
@@ -197,10 +208,7 @@ def tokenize_corpus(
         raise ValueError(f"output must be 'store' or 'files', got {output!r}")
     if shard_items < 1 or batch_seconds <= 0 or max_batch_items < 1:
         raise ValueError("shard_items and max_batch_items must be >= 1 and batch_seconds > 0")
-    from tqdm.auto import tqdm
-
     state = _partial_state()
-    rank, world = state.process_index, state.num_processes
     if not isinstance(manifest, Manifest):
         manifest = Manifest.from_jsonl(manifest)
     items = sorted(manifest, key=lambda i: i.id)
@@ -212,6 +220,31 @@ def tokenize_corpus(
         tokenizer = load(tokenizer_name_or_path, device=str(state.device))
     tokenizer.eval()
     out_dir = Path(out_dir)
+    with RunLock(out_dir) as lock:
+        # the main process holds the folder (or every process raises), then every process joins the run
+        _collective(state, lambda: lock.acquire() if state.is_main_process else None)
+        lock.join()
+        return _tokenize(
+            state, items, tokenizer, out_dir, output, batch_seconds, max_batch_items, shard_items, force, progress
+        )
+
+
+def _tokenize(
+    state: Any,
+    items: list[AudioItem],
+    tokenizer: AudioTokenizer,
+    out_dir: Path,
+    output: Output,
+    batch_seconds: float,
+    max_batch_items: int,
+    shard_items: int,
+    force: bool,
+    progress: bool,
+) -> TokenizeSummary:
+    """:func:`tokenize_corpus` of one process, once the run holds ``out_dir``."""
+    from tqdm.auto import tqdm
+
+    rank, world = state.process_index, state.num_processes
 
     # 1. prepare (main process), then everyone scans its share of the existing output
     _collective(state, lambda: _prepare(out_dir, output, tokenizer, force) if state.is_main_process else None)
@@ -341,6 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if "LOCAL_RANK" in os.environ:  # started by a launcher: stop writing when it dies
+        die_with_parent()
     rank = os.environ.get("RANK", "0")
     logging.basicConfig(
         level=args.log_level.upper(), format=f"%(asctime)s rank{rank} %(levelname)s %(name)s: %(message)s"
