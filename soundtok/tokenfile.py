@@ -105,7 +105,7 @@ class Header(Config):
     sample_rate: int
     length: int
     levels: tuple[LevelHeader, ...]
-    metadata: dict[str, Any]
+    metadata: dict[str, Any] = field(default_factory=dict)  # optional, as it always was
 
     def __post_init__(self) -> None:
         if not MIN_SAMPLE_RATE <= self.sample_rate <= MAX_SAMPLE_RATE:
