@@ -96,7 +96,8 @@ def crop_length(segment: int, speed_perturb: float, rng: random.Random) -> int:
 def speed_perturbed(crop: torch.Tensor, segment: int) -> torch.Tensor:
     """``crop [L]`` resampled to ``segment`` samples: played faster (``L > segment``) or slower, which moves pitch
     and tempo together (Kaldi's speed perturbation; Ko et al. 2015). A crop of ``segment`` samples is returned
-    unchanged."""
+    unchanged. The result has nothing above ``min(L, segment) / max(L, segment)`` of the Nyquist frequency: fine
+    for recognisers, harmful for generators that must rebuild the whole band (see ``DataConfig.speed_perturb``)."""
     return crop if crop.shape[-1] == segment else resample(crop, crop.shape[-1], segment)
 
 
