@@ -13,10 +13,12 @@ whose sizes disagree with its weights is refused before it can allocate anything
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -202,22 +204,51 @@ def _read_weights_header(folder: str | os.PathLike[str]) -> tuple[dict[str, tupl
 def build_matching_weights(build_model: Callable[[], M], folder: str | os.PathLike[str], what: str) -> M:
     """``build_model()``, once its tensor shapes are known to match ``folder``'s weights.
 
-    The model is first built on the ``meta`` device, which allocates nothing: a config asking for a huge model
-    fails here, against the weights file's header, instead of after gigabytes are allocated. Errors the config
-    causes in the constructor (a ValueError from a ``__post_init__``, a TypeError) become :class:`CheckpointError`.
+    The model is first built on the ``meta`` device, which allocates no tensor memory, while the tensors it
+    registers are counted (:func:`_tensor_budget`): a config asking for huge tensors or a million layers fails
+    here, against the weights file's header, instead of after gigabytes or hours. Errors the config causes in the
+    constructor (a ValueError from a ``__post_init__``, a TypeError, a size torch cannot compute) become
+    :class:`CheckpointError`.
     """
     folder = Path(folder)
     shapes = weight_shapes(folder)
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), _tensor_budget(len(shapes), folder / WEIGHTS_FILE):
             planned = build_model()
         _check_shapes(planned.state_dict(), shapes, folder / WEIGHTS_FILE, what)
         del planned
-        return build_model()
-    except (TypeError, ValueError, OverflowError) as exc:
+    except (TypeError, ValueError, OverflowError, RuntimeError) as exc:
         if isinstance(exc, SoundtokError):
             raise
         raise CheckpointError(f"{folder / CONFIG_FILE}: cannot build the {what} its config describes ({exc})") from None
+    return build_model()
+
+
+@contextlib.contextmanager
+def _tensor_budget(saved: int, weights: Path) -> Iterator[None]:
+    """Raise :class:`CheckpointError` as soon as this thread registers far more parameters and buffers than the
+    ``saved`` tensors of the weights file (a model it can fill has about as many; a few buffers are not saved)."""
+    thread, count, limit = threading.get_ident(), 0, 2 * saved + 64
+
+    def spend(*_: object) -> None:
+        nonlocal count
+        if threading.get_ident() == thread:
+            count += 1
+            if count > limit:
+                raise CheckpointError(
+                    f"{weights} holds {saved} tensors, but the config builds more than {limit}; "
+                    "config.json and model.safetensors do not belong together"
+                )
+
+    handles = [
+        torch.nn.modules.module.register_module_parameter_registration_hook(spend),
+        torch.nn.modules.module.register_module_buffer_registration_hook(spend),
+    ]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def _check_shapes(expected: dict[str, Any], shapes: dict[str, tuple[int, ...]], weights: Path, what: str) -> None:

@@ -324,6 +324,8 @@ CONFIG_EDITS: dict[str, tuple[Callable[[dict[str, Any]], object], str]] = {
     "sample_rate huge": (lambda m: m["config"].update(sample_rate=10**40), "sample_rate"),
     "dim of gigabytes": (lambda m: m["config"].update(dim=10**6), "do not belong together"),
     "codebook of gigabytes": (lambda m: m["config"].update(codebook_sizes=[10**9, 32]), "do not belong together"),
+    "a million levels": (lambda m: m["config"].update(hops=[160] * 10**6, codebook_sizes=[16] * 10**6), "builds more"),
+    "sizes past int64": (lambda m: m["config"].update(dim=2**40, codebook_sizes=[2**40, 32]), "cannot build"),
 }
 
 
