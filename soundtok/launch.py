@@ -11,7 +11,6 @@ launcher alone would otherwise leave them running, still writing).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import os
 import signal
@@ -31,18 +30,19 @@ log = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1
 
 
-def die_with_parent() -> None:
-    """Have the kernel SIGKILL this process when its parent dies (Linux; elsewhere nothing happens).
+def die_with_parent() -> bool:
+    """Have the kernel SIGKILL this process when its parent dies; False where that cannot be asked (not Linux).
 
-    For code running under a launcher: a worker whose launcher was killed stops at once instead of writing on."""
+    For code running under a launcher: a worker whose launcher was killed stops at once instead of writing on. Safe
+    as a ``preexec_fn`` (no logging, no subprocess: libc comes from the running program itself)."""
     if not sys.platform.startswith("linux"):
-        return
+        return False
     parent = os.getppid()
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-        log.warning("cannot ask to die with the parent process (errno %d)", ctypes.get_errno())
-    elif os.getppid() != parent:  # the parent died before the request took effect
+    if ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        return False
+    if os.getppid() != parent:  # the parent died before the request took effect
         os._exit(1)
+    return True
 
 
 def _free_port() -> int:

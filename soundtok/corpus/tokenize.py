@@ -374,8 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if "LOCAL_RANK" in os.environ:  # started by a launcher: stop writing when it dies
-        die_with_parent()
+    if "LOCAL_RANK" in os.environ and not die_with_parent():  # started by a launcher: stop writing when it dies
+        log.warning("this process cannot ask to die with its launcher here; if the launcher is killed, stop it too")
     rank = os.environ.get("RANK", "0")
     logging.basicConfig(
         level=args.log_level.upper(), format=f"%(asctime)s rank{rank} %(levelname)s %(name)s: %(message)s"
