@@ -208,7 +208,7 @@ def finish(job: Job, step: int | None, out: Path) -> dict[str, Any]:
         if (job.run_dir / "logs").is_dir():
             write_curves(job.run_dir)
         tar_path = out / f"{job.name}.tar"
-        for keep in range(len(members), 0, -1):  # drop the log, then the curves, if the export leaves no room
+        for keep in range(len(members), 0, -1):  # drop from the end (log, config, curves) if the export needs room
             with tarfile.open(tar_path, "w") as tar:
                 for name in members[:keep]:
                     if (job.run_dir / name).exists():
