@@ -1,0 +1,220 @@
+"""In-context audio learning by a frozen LLM over soundtok tokenizers (issue 26, UniAudio 1.5's test).
+
+For each task, tokenizer and code-to-word mapping, ``--episodes`` N-way K-shot episodes (soundtok.icl: balanced
+queries, a fresh support set that never holds the query, seeded; the same episodes for every system of a task),
+answered by the frozen LLM's label log-likelihood after the prompt. Conditions, on the same episodes:
+
+* ``llm``: the prompt as is; ``llm-calibrated``: label scores minus those with the query's words removed
+  (contextual calibration against the label and recency priors);
+* ``query-shuffled``: the query's words in random order; ``no-audio`` (once per task): every clip's words removed,
+  what the LLM gets from the labels and their order alone;
+* ``1nn-codes``: a non-LLM reader, 1-nearest-neighbour on bags of codes of the same demonstrations;
+* chance: 1/N.
+
+Accuracy with Wilson 95% intervals; McNemar exact p of ``llm`` and ``llm-calibrated`` against ``no-audio``. Codes
+are level 1 of each tokenizer (repeats collapsed), clips cut to ``--max-seconds``. The LLM's weights are hashed
+before and after and must not change. Results: ``icl.json`` (``cells``: task, n_way, k_shot, system, llm,
+accuracy, ci_low, ci_high, episodes) and ``icl.md``.
+
+    python benchmarks/icl.py --tasks digits-same,gender --tokenizers semantic-whisper-base-1000,codec-16k
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import soundtok
+from soundtok.audio.io import load_audio
+from soundtok.corpus.loaders import load_shared_corpus
+from soundtok.icl import (
+    Example,
+    PromptFormat,
+    WordMap,
+    audio_words,
+    label_ids,
+    mcnemar,
+    nearest_neighbour,
+    prompt_parts,
+    sample_episodes,
+    score_labels,
+    wilson,
+    word_candidates,
+)
+from soundtok.llm.models import load_llm
+
+DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+#: task -> (dataset, label column, group column, groups constraint, label spelling)
+TASKS = {
+    "digits-same": ("fsdd", "digit", "speaker", "same", lambda v: DIGITS[int(v)]),
+    "digits-disjoint": ("fsdd", "digit", "speaker", "disjoint", lambda v: DIGITS[int(v)]),
+    "gender": ("ravdess", "gender", "actor", "disjoint", str.lower),
+    "emotion": ("ravdess", "emotion", "actor", "disjoint", str.lower),
+    "events": ("esc50", "category", None, "any", lambda v: v.replace("_", " ")),
+    "instruments": ("instruments", "label", None, "any", lambda v: v.replace("_", " ").lower()),
+}
+#: state-dict key of a family's first-level code vectors (for the nearest-embedding mapping)
+CODE_VECTORS = {"codec": "quantizer.quantizers.0.codebook", "msn": "quantizer.codebook", "semantic": "centroids"}
+
+
+def task_examples(task: str, split: str) -> tuple[list[Example], dict[str, Path]]:
+    dataset, column, group, _, spell = TASKS[task]
+    items = load_shared_corpus(None, [dataset]).filter(split=split)
+    examples = [Example(i.id, spell(i.labels[column]), i.labels[group] if group else "") for i in items]
+    return examples, {i.id: i.path for i in items}
+
+
+def encode_all(tokenizer_name: str, paths: dict[str, Path], max_seconds: float, cache: Path) -> dict[str, torch.Tensor]:
+    """Level-1 codes of every clip, cached per tokenizer in ``cache`` (a torch file of tensors only)."""
+    codes: dict[str, torch.Tensor] = torch.load(cache, weights_only=True) if cache.exists() else {}
+    missing = [k for k in paths if k not in codes]
+    if missing:
+        tok = soundtok.load(tokenizer_name)
+        for n, key in enumerate(missing):
+            wav, _ = load_audio(paths[key], sample_rate=tok.sample_rate, channels=1)
+            wav = wav[:, : int(max_seconds * tok.sample_rate)]
+            codes[key] = tok.encode(wav[None], tok.sample_rate).item(0).codes[0][0].to(torch.int32)
+            if n % 200 == 199:
+                print(f"  {tokenizer_name}: {n + 1}/{len(missing)} clips encoded", flush=True)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(codes, cache)
+    return codes
+
+
+def weights_hash(model: torch.nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def run_task(task, episodes, systems, model, tokenizer, fmt, n_way, k_shot, llm_name, cells, outcomes) -> None:
+    """Score every system on ``episodes``; append cells and keep per-episode outcomes for McNemar."""
+    labels_of = {}
+    for episode in episodes:
+        labels_of.setdefault(episode.labels, label_ids(episode.labels, tokenizer))
+    rng = random.Random(0)
+
+    def add(system: str, correct: list[bool]) -> None:
+        lo, hi = wilson(sum(correct), len(correct))
+        cells.append({"task": task, "n_way": n_way, "k_shot": k_shot, "system": system, "llm": llm_name,
+                      "accuracy": sum(correct) / len(correct), "ci_low": lo, "ci_high": hi,
+                      "episodes": len(correct)})  # fmt: skip
+        outcomes[(task, system)] = correct
+        print(f"  {task} {system}: {sum(correct) / len(correct):.3f} [{lo:.3f}, {hi:.3f}]", flush=True)
+
+    blind = []
+    for episode in episodes:
+        prefix, query, tail = prompt_parts(episode, dict.fromkeys(_ids(episode), []), tokenizer, fmt)
+        (row,) = score_labels(model, prefix, [query + tail], labels_of[episode.labels])
+        blind.append(episode.labels[max(range(n_way), key=row.__getitem__)] == episode.query.label)
+    add("no-audio", blind)
+    for system, (word_map, codes, codebook_size) in systems.items():
+        plain, calibrated, shuffled, nn = [], [], [], []
+        for episode in episodes:
+            words = {i: audio_words(codes[i], word_map) for i in _ids(episode)}
+            prefix, query, tail = prompt_parts(episode, words, tokenizer, fmt)
+            mixed = query[:]
+            rng.shuffle(mixed)
+            real, empty, shuffled_row = score_labels(
+                model, prefix, [query + tail, tail, mixed + tail], labels_of[episode.labels]
+            )
+            answer = episode.query.label
+            pick = episode.labels.__getitem__
+            plain.append(pick(max(range(n_way), key=real.__getitem__)) == answer)
+            calibrated.append(pick(max(range(n_way), key=lambda j: real[j] - empty[j])) == answer)
+            shuffled.append(pick(max(range(n_way), key=shuffled_row.__getitem__)) == answer)
+            nn.append(nearest_neighbour(episode, codes, codebook_size) == answer)
+        add(f"{system} llm", plain)
+        add(f"{system} llm-calibrated", calibrated)
+        add(f"{system} query-shuffled", shuffled)
+        add(f"{system} 1nn-codes", nn)
+
+
+def _ids(episode) -> list[str]:
+    return [e.id for e in (*episode.support, episode.query)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", default="digits-same,digits-disjoint,gender")
+    parser.add_argument("--tokenizers", default="semantic-whisper-base-1000,codec-16k")
+    parser.add_argument("--mappings", default="random", help="random and/or nearest")
+    parser.add_argument("--llm", default="smollm2-135m")
+    parser.add_argument("--n-way", type=int, default=2)
+    parser.add_argument("--k-shot", type=int, default=1)
+    parser.add_argument("--episodes", type=int, default=1000)
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--max-seconds", type=float, default=3.0)
+    parser.add_argument("--no-induction", action="store_true")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/icl"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    started = time.time()
+
+    model, tokenizer = load_llm(args.llm)
+    before = weights_hash(model)
+    fmt = PromptFormat(induction=not args.no_induction, repeats=args.repeats)
+    embeddings = model.get_input_embeddings().weight.detach()
+    cells: list[dict] = []
+    outcomes: dict = {}
+    for task in args.tasks.split(","):
+        examples, paths = task_examples(task, args.split)
+        episodes = sample_episodes(examples, args.n_way, args.k_shot, args.episodes, args.seed, groups=TASKS[task][3])
+        needed = {i for e in episodes for i in _ids(e)}
+        candidates = word_candidates(tokenizer, exclude=sorted({e.label for e in examples}))
+        print(f"{task}: {len(examples)} clips, {len(episodes)} episodes, {len(candidates)} candidate words", flush=True)
+        systems = {}
+        for name in args.tokenizers.split(","):
+            cache = args.out / "cache" / f"{name}-{args.max_seconds:g}s.pt"
+            codes = encode_all(name, {k: paths[k] for k in sorted(needed)}, args.max_seconds, cache)
+            tok = soundtok.load(name)
+            size = tok.codebook_sizes[0]
+            for kind in args.mappings.split(","):
+                if kind == "random":
+                    word_map = WordMap.random(size, candidates, args.seed)
+                else:
+                    vectors = tok.state_dict()[CODE_VECTORS[tok.family]].reshape(size, -1)
+                    word_map = WordMap.nearest(vectors, embeddings, candidates, args.seed)
+                systems[f"{name} {kind}"] = (word_map, codes, size)
+        run_task(task, episodes, systems, model, tokenizer, fmt, args.n_way, args.k_shot, args.llm, cells, outcomes)
+    after = weights_hash(model)
+    if after != before:
+        raise SystemExit("the LLM's weights changed during the run")
+
+    tests = []
+    for (task, system), correct in outcomes.items():
+        if system.endswith(("llm", "llm-calibrated")):
+            tests.append({"task": task, "system": system, "against": "no-audio",
+                          "p": mcnemar(correct, outcomes[(task, "no-audio")])})  # fmt: skip
+    result = {"cells": cells, "mcnemar": tests, "llm_sha256": before, "seconds": round(time.time() - started),
+              "command": "python " + " ".join(sys.argv)}  # fmt: skip
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "icl.json").write_text(json.dumps(result, indent=1))
+    lines = [f"{args.n_way}-way {args.k_shot}-shot, {args.llm}, {args.episodes} episodes per task, split "
+             f"{args.split}, chance {1 / args.n_way:.3f}; Wilson 95% intervals; McNemar p against no-audio.\n",
+             "| task | system | accuracy | 95% interval | p vs no-audio |", "|---|---|---|---|---|"]  # fmt: skip
+    p_of = {(t["task"], t["system"]): t["p"] for t in tests}
+    for c in cells:
+        p = p_of.get((c["task"], c["system"]))
+        lines.append(f"| {c['task']} | {c['system']} | {c['accuracy']:.3f} | [{c['ci_low']:.3f}, {c['ci_high']:.3f}] | "
+                     + (f"{p:.2g}" if p is not None else "") + " |")  # fmt: skip
+    lines += ["", f"Command: `{result['command']}`; {result['seconds']} s; LLM weights sha256 {before[:16]}… "
+              "unchanged after the run."]  # fmt: skip
+    (args.out / "icl.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
