@@ -27,7 +27,9 @@ import json
 import random
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -36,6 +38,7 @@ from soundtok.audio.io import load_audio
 from soundtok.corpus.loaders import load_shared_corpus
 from soundtok.icl import (
     Example,
+    Groups,
     PromptFormat,
     WordMap,
     audio_words,
@@ -52,7 +55,7 @@ from soundtok.llm.models import load_llm
 
 DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 #: task -> (dataset, label column, group column, groups constraint, label spelling)
-TASKS = {
+TASKS: dict[str, tuple[str, str, str | None, Groups, Callable[[str], str]]] = {
     "digits-same": ("fsdd", "digit", "speaker", "same", lambda v: DIGITS[int(v)]),
     "digits-disjoint": ("fsdd", "digit", "speaker", "disjoint", lambda v: DIGITS[int(v)]),
     "gender": ("ravdess", "gender", "actor", "disjoint", str.lower),
@@ -98,7 +101,7 @@ def weights_hash(model: torch.nn.Module) -> str:
 
 def run_task(task, episodes, systems, model, tokenizer, fmt, n_way, k_shot, llm_name, cells, outcomes) -> None:
     """Score every system on ``episodes``; append cells and keep per-episode outcomes for McNemar."""
-    labels_of = {}
+    labels_of: dict[tuple[str, ...], list[list[int]]] = {}
     for episode in episodes:
         labels_of.setdefault(episode.labels, label_ids(episode.labels, tokenizer))
     rng = random.Random(0)
@@ -166,7 +169,7 @@ def main() -> None:
     model, tokenizer = load_llm(args.llm)
     before = weights_hash(model)
     fmt = PromptFormat(induction=not args.no_induction, repeats=args.repeats)
-    embeddings = model.get_input_embeddings().weight.detach()
+    embeddings: Any = model.get_input_embeddings().weight.detach()  # type: ignore[operator]
     cells: list[dict] = []
     outcomes: dict = {}
     for task in args.tasks.split(","):
