@@ -260,11 +260,11 @@ def report(
             lines.append(f"| {mutation} | " + " | ".join(str(by_mutation[(mutation, c)]) for c in columns) + " |")
         lines.append("")
     lines += [
-        f"Findings (kept under {args.keep}): {len(findings)}. The shipped checkpoint folders were saved before "
-        "save_checkpoint recorded the config in the weights' header, so an edit of theirs that keeps every tensor "
-        "shape (a loss weight, an activation, a flag) cannot be told from the original; re-saving them "
-        "(`soundtok.save_checkpoint(soundtok.load(name), folder)`) records it, and the same mutations of re-saved "
-        "folders (the rows without '(shipped)') show none.",
+        f"Findings (kept under {args.keep}): {len(findings)}. Rows marked '(shipped)' mutate copies of the "
+        "checkpoints in soundtok/checkpoints/ as they are; the others, folders saved by this run. Checkpoints saved "
+        "before save_checkpoint recorded the config in the weights' header cannot tell an edit that keeps every "
+        "tensor shape (a loss weight, a flag) from the original: the shipped ones were re-saved on 2026-12-04 "
+        "(same tensors, same fingerprints) for that reason.",
         "",
     ]
     for case, result in findings[:20]:
