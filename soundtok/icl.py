@@ -215,11 +215,12 @@ def score_labels(
 
     The prefix runs once; each query (and each label's tokens after the first) continues a copy of its cache."""
     device = next(model.parameters()).device
-    base = model(torch.tensor([prefix], device=device), use_cache=True)
+    # logits_to_keep=1: the vocabulary projection only where a next token is read (a fifth of the compute)
+    base = model(torch.tensor([prefix], device=device), use_cache=True, logits_to_keep=1)
     scores = []
     for query in queries:
         cache = copy.deepcopy(base.past_key_values)
-        out = model(torch.tensor([query], device=device), past_key_values=cache, use_cache=True)
+        out = model(torch.tensor([query], device=device), past_key_values=cache, use_cache=True, logits_to_keep=1)
         first = out.logits[0, -1].float().log_softmax(-1)
         row = []
         for label in labels:
