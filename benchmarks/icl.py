@@ -63,8 +63,6 @@ TASKS: dict[str, tuple[str, str, str | None, Groups, Callable[[str], str]]] = {
     "events": ("esc50", "category", None, "any", lambda v: v.replace("_", " ")),
     "instruments": ("instruments", "label", None, "any", lambda v: v.replace("_", " ").lower()),
 }
-#: state-dict key of a family's first-level code vectors (for the nearest-embedding mapping)
-CODE_VECTORS = {"codec": "quantizer.quantizers.0.codebook", "msn": "quantizer.codebook", "semantic": "centroids"}
 
 
 def task_examples(task: str, split: str) -> tuple[list[Example], dict[str, Path]]:
@@ -188,7 +186,9 @@ def main() -> None:
                 if kind == "random":
                     word_map = WordMap.random(size, candidates, args.seed)
                 else:
-                    vectors = tok.state_dict()[CODE_VECTORS[tok.family]].reshape(size, -1)
+                    vectors = tok.code_vectors(0)
+                    if vectors is None:
+                        raise SystemExit(f"{name} has no code vectors: use --mappings random")
                     word_map = WordMap.nearest(vectors, embeddings, candidates, args.seed)
                 systems[f"{name} {kind}"] = (word_map, codes, size)
         run_task(task, episodes, systems, model, tokenizer, fmt, args.n_way, args.k_shot, args.llm, cells, outcomes)
