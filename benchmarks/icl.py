@@ -120,7 +120,9 @@ def run_task(task, episodes, systems, model, tokenizer, fmt, n_way, k_shot, llm_
     add("no-audio", blind)
     for system, (word_map, codes, codebook_size) in systems.items():
         plain, calibrated, shuffled, nn = [], [], [], []
-        for episode in episodes:
+        for n, episode in enumerate(episodes):
+            if n and n % 250 == 0:
+                print(f"  {task} {system}: {n} episodes, llm accuracy so far {sum(plain) / n:.3f}", flush=True)
             words = {i: audio_words(codes[i], word_map) for i in _ids(episode)}
             prefix, query, tail = prompt_parts(episode, words, tokenizer, fmt)
             mixed = query[:]
