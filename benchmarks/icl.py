@@ -51,7 +51,7 @@ from soundtok.icl import (
     wilson,
     word_candidates,
 )
-from soundtok.llm.models import load_llm
+from soundtok.llm.models import cache_root, load_llm
 
 DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 #: task -> (dataset, label column, group column, groups constraint, label spelling)
@@ -119,7 +119,10 @@ def run_task(task, episodes, systems, model, tokenizer, fmt, n_way, k_shot, llm_
         blind.append(episode.labels[max(range(n_way), key=row.__getitem__)] == episode.query.label)
     add("no-audio", blind)
     for system, (word_map, codes, codebook_size) in systems.items():
-        plain, calibrated, shuffled, nn = [], [], [], []
+        plain: list[bool] = []
+        calibrated: list[bool] = []
+        shuffled: list[bool] = []
+        nn: list[bool] = []
         for n, episode in enumerate(episodes):
             if n and n % 250 == 0:
                 print(f"  {task} {system}: {n} episodes, llm accuracy so far {sum(plain) / n:.3f}", flush=True)
@@ -146,6 +149,35 @@ def _ids(episode) -> list[str]:
     return [e.id for e in (*episode.support, episode.query)]
 
 
+def markdown(cells: list[dict], tests: list[dict]) -> list[str]:
+    p_of = {(t["task"], t["system"], t.get("n_way", 2), t.get("k_shot", 1)): t["p"] for t in tests}
+    lines = ["| task | N-way | K-shot | LLM | system | accuracy | 95% interval | episodes | p vs no-audio |",
+             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for c in cells:
+        p = p_of.get((c["task"], c["system"], c["n_way"], c["k_shot"]))
+        lines.append(f"| {c['task']} | {c['n_way']} | {c['k_shot']} | {c['llm']} | {c['system']} | "
+                     f"{c['accuracy']:.3f} | [{c['ci_low']:.3f}, {c['ci_high']:.3f}] | {c['episodes']} | "
+                     + (f"{p:.2g}" if p is not None else "") + " |")  # fmt: skip
+    return lines
+
+
+def combine(runs: Path, out: Path) -> None:
+    """Every run's ``icl.json`` under ``runs/*/`` into one ``out`` (json + md), with each run's command."""
+    cells, tests, commands = [], [], []
+    for path in sorted(runs.glob("*/icl.json")):
+        run = json.loads(path.read_text())
+        cells += run["cells"]
+        tests += [{**t, "n_way": run["cells"][0]["n_way"], "k_shot": run["cells"][0]["k_shot"]} for t in run["mcnemar"]]
+        commands.append(run["command"])
+    out.write_text(json.dumps({"cells": cells, "mcnemar": tests, "command": " && ".join(commands)}, indent=1))
+    text = ["Combined from " + ", ".join(f"`{p.parent.name}`" for p in sorted(runs.glob("*/icl.json"))) +
+            " (`python benchmarks/icl.py --combine`); chance is 1/N; Wilson 95% intervals; McNemar exact p "
+            "against the same episodes without audio.", "", *markdown(cells, tests), "", "Commands:", "",
+            *[f"    {c}" for c in commands]]  # fmt: skip
+    out.with_suffix(".md").write_text("\n".join(text) + "\n")
+    print("\n".join(text))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", default="digits-same,digits-disjoint,gender")
@@ -161,8 +193,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/icl"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/icl/run"))
+    parser.add_argument("--combine", action="store_true", help="merge benchmarks/results/icl/*/ into icl.json")
     args = parser.parse_args()
+    if args.combine:
+        combine(Path("benchmarks/results/icl"), Path("benchmarks/results/icl.json"))
+        return
     torch.set_num_threads(args.threads)
     started = time.time()
 
@@ -180,7 +216,7 @@ def main() -> None:
         print(f"{task}: {len(examples)} clips, {len(episodes)} episodes, {len(candidates)} candidate words", flush=True)
         systems = {}
         for name in args.tokenizers.split(","):
-            cache = args.out / "cache" / f"{name}-{args.max_seconds:g}s.pt"
+            cache = cache_root() / "icl-codes" / f"{Path(name).name}-{args.split}-{args.max_seconds:g}s.pt"
             codes = encode_all(name, {k: paths[k] for k in sorted(needed)}, args.max_seconds, cache)
             tok = soundtok.load(name)
             size = tok.codebook_sizes[0]
@@ -209,12 +245,7 @@ def main() -> None:
     (args.out / "icl.json").write_text(json.dumps(result, indent=1))
     lines = [f"{args.n_way}-way {args.k_shot}-shot, {args.llm}, {args.episodes} episodes per task, split "
              f"{args.split}, chance {1 / args.n_way:.3f}; Wilson 95% intervals; McNemar p against no-audio.\n",
-             "| task | system | accuracy | 95% interval | p vs no-audio |", "|---|---|---|---|---|"]  # fmt: skip
-    p_of = {(t["task"], t["system"]): t["p"] for t in tests}
-    for c in cells:
-        p = p_of.get((c["task"], c["system"]))
-        lines.append(f"| {c['task']} | {c['system']} | {c['accuracy']:.3f} | [{c['ci_low']:.3f}, {c['ci_high']:.3f}] | "
-                     + (f"{p:.2g}" if p is not None else "") + " |")  # fmt: skip
+             *markdown(cells, tests)]  # fmt: skip
     lines += ["", f"Command: `{result['command']}`; {result['seconds']} s; LLM weights sha256 {before[:16]}… "
               "unchanged after the run."]  # fmt: skip
     (args.out / "icl.md").write_text("\n".join(lines) + "\n")
