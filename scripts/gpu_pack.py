@@ -258,13 +258,15 @@ def score(job: Job, export: Path, device: str) -> dict[str, Any]:
     evaluate = {"codec": evaluate_codec, "vocoder": evaluate_vocoder}.get(cfg.recipe, evaluate_flow)  # type: ignore
     candidates = {"trained": export, "shipped": job.reference}
     scores: dict[str, Any] = {}
+    clips_at: dict[int, list] = {}  # held-out clips per sample rate, read once
     for label, folder in candidates.items():
         if not folder.is_dir():
             continue
         model = soundtok.load(folder) if cfg.recipe != "vocoder" else load_vocoder(folder)
-        _, clips = training_data(cfg.data, model.sample_rate)
+        if model.sample_rate not in clips_at:
+            clips_at[model.sample_rate] = [(i, w.to(device)) for i, w in training_data(cfg.data, model.sample_rate)[1]]
+        clips = clips_at[model.sample_rate]
         model = model.to(device)
-        clips = [(i, wav.to(device)) for i, wav in clips]
         with torch.no_grad():
             scores[label] = {k: round(float(v), 4) for k, v in evaluate(model, clips).items()}
     return scores

@@ -10,6 +10,7 @@ import sys
 import tarfile
 from pathlib import Path
 
+import conftest
 import pytest
 import torch
 import yaml
@@ -23,17 +24,7 @@ from soundtok.train.shard import Shard, build_shard
 from soundtok.train.state import latest_state
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_CODEC = [
-    "model={channels: 4, strides: [2, 4], latent_dim: 8, num_quantizers: 3, codebook_size: 16}",
-    "discriminator={width: 0.05, periods: [2, 3], stft_resolutions: [[256, 64]]}",
-    "data.batch_size=2",
-    "data.segment_seconds=0.1",
-    "data.eval_items=2",
-    "data.eval_seconds=0.3",
-    "log_every=1",
-    "eval_every=1000",
-    "checkpoint_every=1000",
-]
+TINY_CODEC = [*conftest.TINY_CODEC, "eval_every=1000", "checkpoint_every=1000"]
 
 
 @pytest.fixture

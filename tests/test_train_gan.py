@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_CODEC
 from safetensors.torch import load_file
 
 import soundtok
@@ -23,13 +24,7 @@ from soundtok.vocoder import Vocoder, load_vocoder
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
-    "model={channels: 4, strides: [2, 4], latent_dim: 8, num_quantizers: 3, codebook_size: 16}",
-    "discriminator={width: 0.05, periods: [2, 3], stft_resolutions: [[256, 64]]}",
-    "data.batch_size=2",
-    "data.segment_seconds=0.1",
-    "data.eval_items=2",
-    "data.eval_seconds=0.3",
-    "log_every=1",
+    *TINY_CODEC,
     "eval_every=3",
     "checkpoint_every=2",
 ]
