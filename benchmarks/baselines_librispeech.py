@@ -16,9 +16,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import platform
-import statistics
 import time
 from pathlib import Path
 
@@ -29,6 +27,7 @@ import soundtok
 from soundtok.audio.io import load_audio, resample
 from soundtok.eval import asr, perceptual
 from soundtok.eval import tokens as token_metrics
+from soundtok.eval.stats import mean_ci
 from soundtok.registry import PRESETS, available
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,24 +36,6 @@ TOKENIZERS = ["mulaw-8bit-16k", "mulaw-8bit-8k", "mulaw-4bit-8k", "codec2-3200",
 METRICS = ["stoi", "pesq_wb", "pesq_nb", "wer", "dwer"]
 
 
-def mean_ci(values: list[float]) -> tuple[float, float]:
-    """Mean and half-width of a 95% t-interval (normal quantile beyond 30 samples)."""
-    n = len(values)
-    mean = statistics.fmean(values)
-    if n < 2:
-        return mean, float("nan")
-    t = {2: 12.71, 3: 4.30, 4: 3.18, 5: 2.78, 6: 2.57, 8: 2.36, 10: 2.26, 20: 2.09, 30: 2.05}
-    q = next((v for k, v in sorted(t.items()) if n <= k), 1.96)
-    return mean, q * statistics.stdev(values) / math.sqrt(n)
-
-
-def pooled_wer(pairs: list[tuple[str, str]]) -> float:
-    """Corpus-level WER: all errors over all reference words (the ASR convention), after Whisper-style normalising."""
-    import jiwer
-
-    refs = [asr.normalize_text(r) for r, _ in pairs]
-    hyps = [asr.normalize_text(h) for _, h in pairs]
-    return float(jiwer.wer(refs, hyps))
 
 
 def main() -> None:
@@ -128,7 +109,7 @@ def main() -> None:
                 m, ci = mean_ci(values)
                 entry[metric] = {"mean": round(m, 4), "ci95": round(ci, 4), "n": len(values)}
         for metric, pair_list in pairs[name].items():
-            entry[f"{metric}_pooled"] = round(pooled_wer(pair_list), 4)
+            entry[f"{metric}_pooled"] = round(asr.pooled_wer(pair_list), 4)
         results["tokenizers"][name] = entry  # type: ignore[index]
 
     args.out.mkdir(parents=True, exist_ok=True)

@@ -35,7 +35,9 @@ import torch
 
 import soundtok
 from soundtok.audio.io import load_audio
+from soundtok.cache import cache_root
 from soundtok.corpus.loaders import load_shared_corpus
+from soundtok.eval.stats import mcnemar, wilson
 from soundtok.icl import (
     Example,
     Groups,
@@ -43,15 +45,13 @@ from soundtok.icl import (
     WordMap,
     audio_words,
     label_ids,
-    mcnemar,
     nearest_neighbour,
     prompt_parts,
     sample_episodes,
     score_labels,
-    wilson,
     word_candidates,
 )
-from soundtok.llm.models import cache_root, load_llm
+from soundtok.llm.models import load_llm
 
 DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 #: task -> (dataset, label column, group column, groups constraint, label spelling)

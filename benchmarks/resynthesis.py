@@ -55,12 +55,11 @@ from soundtok.errors import SoundtokError, UnknownTokenizerError
 from soundtok.eval import asr, perceptual, signal, speaker
 from soundtok.eval import tokens as token_metrics
 from soundtok.eval._common import unavailable_reason
+from soundtok.eval.asr import pooled_wer
 from soundtok.eval.opus import default_application, opus_transcode
+from soundtok.eval.stats import mean_ci
 from soundtok.registry import PRESETS, available
 from soundtok.vocoder import CHECKPOINTS, load_vocoder
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from baselines_librispeech import mean_ci, pooled_wer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "corpus"

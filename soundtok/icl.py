@@ -20,7 +20,7 @@ Pieces, each usable alone:
   label after it. The demonstrations are run once and their cache reused for every variant of the query
   (the real one, a shuffled one, an empty one for contextual calibration, Zhao et al. 2021).
 * :func:`nearest_neighbour`: a non-LLM reader of the same demonstrations (1-NN on bags of codes).
-* :func:`wilson` and :func:`mcnemar`: intervals for accuracies and the exact test between paired conditions.
+Intervals and paired tests (Wilson, McNemar) are :mod:`soundtok.eval.stats`.
 """
 
 from __future__ import annotations
@@ -246,37 +246,3 @@ def nearest_neighbour(episode: Episode, codes: dict[str, torch.Tensor], codebook
     query = bag(episode.query.id)
     similarity = [float(bag(demo.id) @ query) for demo in episode.support]
     return episode.support[max(range(len(similarity)), key=similarity.__getitem__)].label
-
-
-# -------------------------------------------------------------------------------------------------- stats
-
-
-def wilson(correct: int, total: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval of a proportion (95% by default).
-
-    >>> [round(x, 3) for x in wilson(60, 100)]
-    [0.502, 0.691]
-    """
-    if total == 0:
-        return 0.0, 1.0
-    p = correct / total
-    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
-    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def mcnemar(a: Sequence[bool], b: Sequence[bool]) -> float:
-    """Exact two-sided McNemar p-value for paired outcomes (binomial test on the discordant pairs).
-
-    >>> round(mcnemar([True] * 20 + [False] * 5, [False] * 20 + [False] * 5), 6)
-    2e-06
-    """
-    if len(a) != len(b):
-        raise ValueError("mcnemar needs paired outcomes of equal length")
-    only_a = sum(x and not y for x, y in zip(a, b, strict=True))
-    only_b = sum(y and not x for x, y in zip(a, b, strict=True))
-    n, k = only_a + only_b, min(only_a, only_b)
-    if n == 0:
-        return 1.0
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
-    return min(1.0, 2 * tail)

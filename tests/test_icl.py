@@ -8,17 +8,16 @@ import pytest
 import torch
 
 from soundtok.errors import SoundtokError
+from soundtok.eval.stats import mcnemar, wilson
 from soundtok.icl import (
     Example,
     PromptFormat,
     WordMap,
     audio_words,
-    mcnemar,
     nearest_neighbour,
     prompt_parts,
     sample_episodes,
     score_labels,
-    wilson,
 )
 
 EXAMPLES = [Example(f"{label}-{s}-{i}", label, f"s{s}") for label in "abcd" for s in range(3) for i in range(3)]

@@ -45,7 +45,6 @@ Example (the first call converts into the cache, ~2 s)::
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import logging
@@ -64,6 +63,7 @@ import torch.nn.functional as F
 
 import soundtok
 from soundtok.audio.mel import MelConfig, mel_filterbank
+from soundtok.cache import cache_root, sha256_file
 from soundtok.encoders.base import EncoderUnavailableError, FeatureEncoder, register_encoder, require_transformers
 from soundtok.encoders.ctranslate2 import CTranslate2Model, read_ctranslate2
 from soundtok.errors import CheckpointError
@@ -276,20 +276,6 @@ def convert_whisper(
 # The cache
 
 
-def cache_root() -> Path:
-    """``$SOUNDTOK_CACHE``, else ``$XDG_CACHE_HOME/soundtok``, else ``~/.cache/soundtok``."""
-    if os.environ.get("SOUNDTOK_CACHE"):
-        return Path(os.environ["SOUNDTOK_CACHE"]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "soundtok"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _cache_problem(folder: Path) -> str | None:
@@ -309,7 +295,7 @@ def _cache_problem(folder: Path) -> str | None:
     for name in CACHED_FILES:
         if not (folder / name).is_file():
             return f"{name} is missing"
-        if _sha256(folder / name) != hashes[name]:
+        if sha256_file(folder / name) != hashes[name]:
             return f"{name} does not match the SHA-256 recorded at conversion (corrupt or changed)"
     return None
 
@@ -336,7 +322,7 @@ def convert_to_folder(name: str, folder: Path) -> float:
         "format": CACHE_FORMAT,
         "whisper": name,
         "source": asset.pip,
-        "sha256": {file: _sha256(folder / file) for file in CACHED_FILES},
+        "sha256": {file: sha256_file(folder / file) for file in CACHED_FILES},
         "soundtok_version": soundtok.__version__,
         "transformers_version": transformers.__version__,
     }

@@ -23,13 +23,14 @@ si_sdr  150.00  dB    higher
 """
 
 from soundtok.eval._common import MAX_LENGTH_MISMATCH, unavailable_reason
-from soundtok.eval.asr import cer, dwer, dwer_from_transcripts, normalize_text, transcribe, wer
+from soundtok.eval.asr import cer, dwer, dwer_from_transcripts, normalize_text, pooled_wer, transcribe, wer
 from soundtok.eval.perceptual import DnsmosScores, dnsmos, estoi, pesq, stoi, visqol
 from soundtok.eval.report import (
     HIGHER,
     LOWER,
     METRICS,
     EvalReport,
+    Evaluator,
     MetricSpec,
     MetricValue,
     default_metrics,
@@ -37,6 +38,7 @@ from soundtok.eval.report import (
 )
 from soundtok.eval.signal import mel_distance, si_sdr, stft_distance
 from soundtok.eval.speaker import speaker_embedding, speaker_similarity
+from soundtok.eval.stats import mcnemar, mean_ci, wilson
 from soundtok.eval.tokens import (
     TokenStats,
     code_counts,
@@ -54,6 +56,7 @@ __all__ = [
     "METRICS",
     "DnsmosScores",
     "EvalReport",
+    "Evaluator",
     "MetricSpec",
     "MetricValue",
     "TokenStats",
@@ -67,10 +70,13 @@ __all__ = [
     "dwer_from_transcripts",
     "estoi",
     "evaluate",
+    "mcnemar",
+    "mean_ci",
     "mel_distance",
     "nominal_bitrate",
     "normalize_text",
     "pesq",
+    "pooled_wer",
     "si_sdr",
     "speaker_embedding",
     "speaker_similarity",
@@ -82,4 +88,5 @@ __all__ = [
     "unavailable_reason",
     "visqol",
     "wer",
+    "wilson",
 ]

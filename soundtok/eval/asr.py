@@ -102,3 +102,14 @@ def dwer_from_transcripts(ref_transcript: str, deg_transcript: str) -> float:
     if not normalize_text(ref_transcript):
         raise MetricUnavailableError("dWER needs speech in ref, but Whisper heard no words in it")
     return wer(ref_transcript, deg_transcript)
+
+
+def pooled_wer(pairs: list[tuple[str, str]]) -> float:
+    """Corpus-level WER of (reference, hypothesis) pairs: all word errors over all reference words (the ASR
+    convention, not the mean of per-clip WERs), after Whisper-style normalising."""
+    require("jiwer")
+    import jiwer
+
+    refs = [normalize_text(r) for r, _ in pairs]
+    hyps = [normalize_text(h) for _, h in pairs]
+    return float(jiwer.wer(refs, hyps))

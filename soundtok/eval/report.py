@@ -111,19 +111,29 @@ def _format(value: float) -> str:
 class _Pair:
     """The inputs of one evaluation, with the expensive shared results (DNSMOS, transcripts) computed once."""
 
-    def __init__(self, ref: torch.Tensor, deg: torch.Tensor, sample_rate: int, reference_text: str | None) -> None:
+    def __init__(
+        self,
+        ref: torch.Tensor,
+        deg: torch.Tensor,
+        sample_rate: int,
+        reference_text: str | None,
+        reference_memo: dict[str, Any] | None = None,
+    ) -> None:
         self.ref, self.deg, self.sample_rate, self.reference_text = ref, deg, sample_rate, reference_text
         self._memo: dict[str, Any] = {}
+        # results that depend on the reference alone; an Evaluator shares them between the pairs it scores
+        self._ref_memo: dict[str, Any] = {} if reference_memo is None else reference_memo
         self.transcripts: dict[str, str] = {}
 
-    def once(self, key: str, compute: Callable[[], Any]) -> Any:
+    def once(self, key: str, compute: Callable[[], Any], *, reference_only: bool = False) -> Any:
         """``compute()``, memoised, including a MetricUnavailableError it raised."""
-        if key not in self._memo:
+        memo = self._ref_memo if reference_only else self._memo
+        if key not in memo:
             try:
-                self._memo[key] = compute()
+                memo[key] = compute()
             except MetricUnavailableError as exc:
-                self._memo[key] = exc
-        result = self._memo[key]
+                memo[key] = exc
+        result = memo[key]
         if isinstance(result, MetricUnavailableError):
             raise result
         return result
@@ -132,12 +142,13 @@ class _Pair:
         return self.once("dnsmos", lambda: perceptual.dnsmos(self.deg, self.sample_rate))
 
     def transcript(self, who: str) -> str:
-        def run() -> str:
-            text = asr.transcribe(self.ref if who == "ref" else self.deg, self.sample_rate)
-            self.transcripts[who] = text
-            return text
-
-        return self.once(f"transcript_{who}", run)
+        text = self.once(
+            f"transcript_{who}",
+            lambda: asr.transcribe(self.ref if who == "ref" else self.deg, self.sample_rate),
+            reference_only=who == "ref",
+        )
+        self.transcripts[who] = text
+        return text
 
     def text_reference(self) -> str:
         if self.reference_text is None:
@@ -263,26 +274,57 @@ def evaluate(
     ref and deg may differ by a few samples (both are trimmed to the shorter); more than 5 %, NaN/Inf or empty
     audio raises :class:`~soundtok.errors.InvalidAudioError`. A metric that fails for any other reason is
     reported unavailable with the error, and logged, so one metric never sinks a whole report.
+    To score many systems against one reference, use :class:`Evaluator` (the reference's transcript is made once).
     """
-    names = default_metrics(reference_text) if metrics is None else list(dict.fromkeys(metrics))
-    unknown = [n for n in names if n not in METRICS]
-    if unknown:
-        raise ValueError(f"unknown metric(s) {unknown}; choose from {list(METRICS)}")
-    a, b = prepare_pair(ref, deg, sample_rate)
-    pair = _Pair(a, b, int(sample_rate), reference_text)
-    values: dict[str, MetricValue] = {}
-    for name in names:
-        spec = METRICS[name]
-        value: float | None = None
-        reason: str | None = None
-        try:
-            value = float(spec.compute(pair))
-            if not math.isfinite(value):
-                value, reason = None, f"the metric gave a non-finite value ({value}) on this input"
-        except MetricUnavailableError as exc:
-            reason = str(exc)
-        except Exception as exc:  # a dependency failing on odd input: report it, keep the other metrics
-            log.warning("metric %s failed", name, exc_info=True)
-            reason = f"failed: {type(exc).__name__}: {exc}"
-        values[name] = MetricValue(name, value, spec.unit, spec.direction, reason)
-    return EvalReport(values, pair.sample_rate, int(a.shape[0]), dict(pair.transcripts))
+    return Evaluator(ref, sample_rate, metrics, reference_text).score(deg)
+
+
+class Evaluator:
+    """One reference clip scored against many degraded versions of it (one per system).
+
+    >>> import torch
+    >>> x = torch.sin(torch.arange(16000) / 10) * 0.5
+    >>> ev = Evaluator(x, 16000, metrics=["si_sdr"])
+    >>> [round(ev.score(x * g)["si_sdr"].value) for g in (1.0, 0.5)]
+    [150, 150]
+
+    Work that depends on the reference alone (Whisper's transcript of it, for ``dwer``) is done once and shared
+    by every :meth:`score` call; each call returns the same :class:`EvalReport` :func:`evaluate` would.
+    """
+
+    def __init__(
+        self,
+        ref: AudioLike,
+        sample_rate: int,
+        metrics: Iterable[str] | None = None,
+        reference_text: str | None = None,
+    ) -> None:
+        self.names = default_metrics(reference_text) if metrics is None else list(dict.fromkeys(metrics))
+        unknown = [n for n in self.names if n not in METRICS]
+        if unknown:
+            raise ValueError(f"unknown metric(s) {unknown}; choose from {list(METRICS)}")
+        self.ref, self.sample_rate, self.reference_text = ref, int(sample_rate), reference_text
+        self._ref_memo: dict[str, Any] = {}
+
+    def score(self, deg: AudioLike, on_metric: Callable[[str], None] | None = None) -> EvalReport:
+        """Every metric of ``deg`` against the reference; ``on_metric(name)`` is called before each one runs."""
+        a, b = prepare_pair(self.ref, deg, self.sample_rate)
+        pair = _Pair(a, b, self.sample_rate, self.reference_text, self._ref_memo)
+        values: dict[str, MetricValue] = {}
+        for name in self.names:
+            if on_metric is not None:
+                on_metric(name)
+            spec = METRICS[name]
+            value: float | None = None
+            reason: str | None = None
+            try:
+                value = float(spec.compute(pair))
+                if not math.isfinite(value):
+                    value, reason = None, f"the metric gave a non-finite value ({value}) on this input"
+            except MetricUnavailableError as exc:
+                reason = str(exc)
+            except Exception as exc:  # a dependency failing on odd input: report it, keep the other metrics
+                log.warning("metric %s failed", name, exc_info=True)
+                reason = f"failed: {type(exc).__name__}: {exc}"
+            values[name] = MetricValue(name, value, spec.unit, spec.direction, reason)
+        return EvalReport(values, pair.sample_rate, int(a.shape[0]), dict(pair.transcripts))

@@ -39,7 +39,6 @@ Example (not run as a doctest: the first call converts)::
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -56,6 +55,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
+from soundtok.cache import cache_root, sha256_file
 from soundtok.errors import CheckpointError, SoundtokError
 from soundtok.fileio import fsync_path
 
@@ -148,11 +148,6 @@ OFFLINE_LLMS: dict[str, OfflineLLM] = {
 }
 DEFAULT_LLM = "smollm2-135m"
 
-
-def cache_root() -> Path:
-    """``$SOUNDTOK_CACHE``, else ``~/.cache/soundtok``."""
-    env = os.environ.get("SOUNDTOK_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "soundtok"
 
 
 def cache_folder(name: str) -> Path:
@@ -277,7 +272,7 @@ def verify_cache(name: str) -> None:
     folder = _ensure_cache(spec, rebuild=False)
     files = json.loads((folder / MANIFEST).read_text())["files"]
     for fname, info in files.items():
-        if _sha256(folder / fname) != info["sha256"]:
+        if sha256_file(folder / fname) != info["sha256"]:
             raise CheckpointError(f"{folder / fname} does not match its SHA-256 in {MANIFEST}{_repair_hint(name)}")
 
 
@@ -330,12 +325,12 @@ def _convert(spec: OfflineLLM, out: Path) -> None:
         tokenizer.chat_template = spec.chat_template
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    gguf_sha = _sha256(gguf)
+    gguf_sha = sha256_file(gguf)
     shutil.rmtree(scratch)
     files = {}
     for path in sorted(p for p in out.rglob("*") if p.is_file()):
         fsync_path(path)
-        files[str(path.relative_to(out))] = {"size": path.stat().st_size, "sha256": _sha256(path)}
+        files[str(path.relative_to(out))] = {"size": path.stat().st_size, "sha256": sha256_file(path)}
     manifest = {
         "format": _MANIFEST_FORMAT,
         "version": _MANIFEST_VERSION,
@@ -422,13 +417,6 @@ def _dist_version(distribution: str) -> str | None:
     except importlib.metadata.PackageNotFoundError:
         return None
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @contextlib.contextmanager
