@@ -1,7 +1,12 @@
-"""Families (a tokenizer class + its config dataclass) and presets (a named, ready-to-use configuration).
+"""Families (a tokenizer class + its config dataclass), presets (a named, ready-to-use configuration) and training
+recipes (what ``recipe:`` in a training config selects).
 
 A family registers itself with ``@register_family``; a preset is a name users pass to :func:`soundtok.load`.
 Presets either build an untrained tokenizer from a config (PCM, codec2) or point at a shipped checkpoint folder.
+A recipe registers itself with :func:`register_recipe` (how to read its config, train it, and rebuild its
+untrained model for ``export-state``); ``soundtok train`` and ``python -m soundtok.train`` look it up here.
+Registration is done by the modules that define the classes, which this module imports on first lookup: the only
+import cycle in the package, by design.
 """
 
 from __future__ import annotations
@@ -11,13 +16,14 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from soundtok.config import Config
-from soundtok.errors import TokenizerUnavailableError, UnknownTokenizerError
+from soundtok.errors import SoundtokError, TokenizerUnavailableError, UnknownTokenizerError
 
 if TYPE_CHECKING:
     from soundtok.tokenizers.base import AudioTokenizer
+    from soundtok.train.loop import Recipe
     from soundtok.types import TokenizerId
 
 log = logging.getLogger(__name__)
@@ -149,6 +155,44 @@ def load_for(identity: TokenizerId, device: str = "cpu") -> AudioTokenizer:
     tokenizer = load(identity.name, device=device)
     identity.check_same(tokenizer.identity)
     return tokenizer
+
+
+@dataclass(frozen=True)
+class RecipeEntry:
+    """A training recipe: ``load_config(path, overrides)`` reads and validates its config; ``train(cfg, run_dir)``
+    trains or resumes it (returns the export folder once done, else None); ``recipe`` is its
+    :class:`~soundtok.train.loop.Recipe` class when it runs one loop over one model (its ``build()`` rebuilds the
+    model a resumable state holds, for ``soundtok export-state``)."""
+
+    name: str
+    load_config: Callable[[str | os.PathLike[str], list[str] | None], Any]
+    train: Callable[[Any, Path], Path | None]
+    recipe: type[Recipe] | None = None
+
+
+RECIPES: dict[str, RecipeEntry] = {}
+
+
+def register_recipe(entry: RecipeEntry) -> RecipeEntry:
+    if entry.name in RECIPES:
+        raise ValueError(f"training recipe {entry.name!r} is registered twice")
+    RECIPES[entry.name] = entry
+    return entry
+
+
+def get_recipe(name: str) -> RecipeEntry:
+    _import_recipes()
+    try:
+        return RECIPES[name]
+    except KeyError:
+        raise SoundtokError(f"unknown training recipe {name!r}; known: {', '.join(sorted(RECIPES))}") from None
+
+
+def _import_recipes() -> None:
+    # importing these modules registers the built-in recipes
+    import soundtok.llm.recipe  # noqa: F401
+    import soundtok.train.flow  # noqa: F401
+    import soundtok.train.gan  # noqa: F401
 
 
 def _import_families() -> None:

@@ -151,7 +151,7 @@ def test_resume_continues_exactly(manifest: Path, tmp_path: Path) -> None:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses POSIX signals")
 def test_killed_run_resumes_from_its_last_state(manifest: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "soundtok.train.gan", str(ROOT / "configs" / "codec-16k.yaml"), str(run)]
+    cmd = [sys.executable, "-m", "soundtok.train", str(ROOT / "configs" / "codec-16k.yaml"), str(run)]
     cmd += overrides(manifest, 40)
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:

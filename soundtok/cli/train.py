@@ -9,15 +9,6 @@ import typer
 
 from soundtok.errors import SoundtokError
 
-#: recipe name (the config's ``recipe``) -> the module whose ``main(argv)`` trains it
-RECIPES = {
-    "codec": "soundtok.train.gan",
-    "vocoder": "soundtok.train.gan",
-    "msn": "soundtok.train.flow",
-    "semantic": "soundtok.train.flow",
-    "lora": "soundtok.llm.recipe",
-}
-
 
 def register(app: typer.Typer) -> None:
     app.command("train")(train)
@@ -38,25 +29,17 @@ def train(
 ) -> None:
     """Train a recipe; kill it any time and rerun the same command to resume from the newest state."""
     from soundtok.launch import run_accelerate
-    from soundtok.train.config import load_config, read_raw_config
+    from soundtok.registry import get_recipe
+    from soundtok.train.config import read_raw_config
+    from soundtok.train.state import train_main
 
-    recipe = read_raw_config(config, overrides).get("recipe", "codec")
-    module = RECIPES.get(recipe)
-    if module is None:
-        raise SoundtokError(f"unknown recipe {recipe!r}; known: {', '.join(RECIPES)}")
-    if recipe == "lora":  # validate before starting any process
-        from soundtok.llm.recipe import load_llm_config
-
-        load_llm_config(config, overrides)
-    else:
-        load_config(config, overrides)
+    entry = get_recipe(read_raw_config(config, overrides).get("recipe", "codec"))
+    entry.load_config(config, overrides)  # validate before starting any process
     argv = [str(config), str(run_dir), *(overrides or [])]
     if accelerate_config is not None or (num_processes or 1) > 1:
-        code = run_accelerate(module, argv, num_processes, config_file=accelerate_config)
+        code = run_accelerate("soundtok.train", argv, num_processes, config_file=accelerate_config)
     else:
-        import importlib
-
-        code = importlib.import_module(module).main(argv)
+        code = train_main(argv)
     if code != 0:
         raise SoundtokError(f"training stopped with exit code {code}; see the log above")
 

@@ -35,6 +35,7 @@ from pydantic import Field
 
 from soundtok.errors import CheckpointError, SoundtokError
 from soundtok.fileio import atomic_write
+from soundtok.registry import RecipeEntry, register_recipe
 from soundtok.train.config import Strict, read_config
 
 if TYPE_CHECKING:
@@ -270,15 +271,4 @@ def load_audio_llm(folder: str | os.PathLike[str], *, device: str | torch.device
     return AudioLLM(model, PromptFormat(tokenizer, vocab, chat_template=template), audio.to(device))
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m soundtok.llm.recipe CONFIG.yaml RUN_DIR [key=value ...]``"""
-    from soundtok.train.state import recipe_main
-
-    return recipe_main(train_llm, argv, main.__doc__ or "", load=load_llm_config)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
-
-
-__all__ = ["AudioLLM", "LLMTrainConfig", "load_audio_llm", "load_llm_config", "prepare_data", "train_llm"]
+register_recipe(RecipeEntry("lora", load_llm_config, train_llm))

@@ -53,7 +53,6 @@ import contextlib
 import logging
 import os
 import random
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,10 +63,11 @@ import torch
 from soundtok.llm.instructions import Instruction, render_instruction
 from soundtok.llm.lora import LoRASettings, apply_lora, supervised_mask, weighted_lm_loss
 from soundtok.llm.prompt import CHATML_TEMPLATE, LossWeights, PromptFormat, Rendered
-from soundtok.train.state import resume, save_state
+from soundtok.train.loop import LoopSettings, Recipe, StepOutput, run
 from soundtok.types import Tokens
 
 if TYPE_CHECKING:
+    from accelerate import Accelerator
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
     from soundtok.llm.vocab import AudioVocab
@@ -184,13 +184,95 @@ class _Progress:
         self.train_tokens = int(state["train_tokens"])
 
 
-def _writer(run_dir: Path) -> Any:
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is optional: log lines only
-        log.info("tensorboard is not installed; logging to the console only")
-        return None
-    return SummaryWriter(str(run_dir / "logs"))
+class LoRARecipe(Recipe):
+    """One LoRA step over pre-rendered examples (module docstring), for :func:`soundtok.train.loop.run`."""
+
+    name = "lora"
+    loss_tag = "loss/total"
+    console_tags = ("loss/total", "loss/ce", "loss/z")
+    work_unit = "tokens"
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        vocab: AudioVocab,
+        examples: list[Rendered],
+        pad_id: int,
+        settings: LoRASettings,
+        *,
+        batch_size: int,
+        lr: float,
+        seed: int,
+        micro_batch_ids: int,
+    ) -> None:
+        self.base_model, self.vocab, self.examples, self.pad_id = model, vocab, examples, pad_id
+        self.settings, self.batch_size, self.lr, self.seed, self.micro_batch_ids = (
+            settings,
+            batch_size,
+            lr,
+            seed,
+            micro_batch_ids,
+        )
+        # supervised targets per example: positions 1.. with weight > 0 (position 0 is never a target)
+        self.supervised = [int((r.loss_weights[1:] > 0).sum()) for r in examples]
+        self.supervised_weight = [float(r.loss_weights[1:].sum()) for r in examples]  # weights are >= 0
+        self.progress = _Progress()
+
+    def setup(self, accelerator: Accelerator, run_dir: Path) -> None:
+        torch.manual_seed(self.seed)  # identical LoRA initialisation on every process
+        peft_model = apply_lora(self.base_model, self.vocab, self.settings)
+        self.params = [p for p in peft_model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(self.params, lr=self.lr)
+        self.prepared, self.optimizer = accelerator.prepare(peft_model, optimizer)
+        accelerator.register_for_checkpointing(self.progress)
+        self.accelerator = accelerator
+
+    def step(self, step: int) -> StepOutput:
+        acc, examples = self.accelerator, self.examples
+        rank, world = acc.process_index, acc.num_processes
+        chosen = batch_indices(self.seed, step, len(examples), self.batch_size)
+        mine = chosen[rank::world] or chosen[:1]  # more processes than the batch holds: repeat one
+        totals = (sum(self.supervised_weight[i] for i in mine), sum(self.supervised[i] for i in mine))
+        groups = micro_batches([len(examples[i].input_ids) for i in mine], self.micro_batch_ids)
+        # dropout is a function of (seed, step, rank), so a resumed run draws the masks a straight run draws
+        torch.manual_seed(hash((self.seed, step, rank)) & 0x7FFF_FFFF)  # hash of ints: the same in every interpreter
+        self.prepared.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        parts_sum = {"total": 0.0, "ce": 0.0, "z": 0.0}
+        ids = 0
+        for g, group in enumerate(groups):
+            batch = collate([examples[mine[j]] for j in group], self.pad_id).to(acc.device)
+            # gradients are averaged across processes once, after the last group
+            sync = contextlib.nullcontext() if g == len(groups) - 1 else acc.no_sync(self.prepared)
+            with sync:
+                logits = _supervised_logits(self.prepared, batch)  # [N, V], or [B, T, V] without logits_to_keep
+                parts = weighted_lm_loss(
+                    logits, batch.input_ids, batch.loss_weights, self.settings.z_loss, batch_totals=totals
+                )
+                acc.backward(parts.total)
+            for key in parts_sum:
+                parts_sum[key] += float(getattr(parts, key).detach())
+            ids += int(batch.attention_mask.sum())
+        acc.clip_grad_norm_(self.params, 1.0)
+        self.optimizer.step()
+        self.progress.train_tokens += sum(self.supervised[i] for i in chosen)
+        return StepOutput({f"loss/{k}": v for k, v in parts_sum.items()}, work=ids)
+
+    def scalars(self) -> dict[str, float]:
+        return {"train/supervised_tokens": float(self.progress.train_tokens)}
+
+    def export(self, accelerator: Accelerator, run_dir: Path, step: int) -> Path:
+        adapter_dir = run_dir / ADAPTER_DIR
+        state = accelerator.get_state_dict(self.prepared)  # every process takes part: FSDP gathers the shards here
+        if accelerator.is_main_process:
+            # the LoRA matrices and the new rows' deltas only: peft would also store the whole resized embedding and
+            # head (363 MB for SmolLM2), which extend_vocab rebuilds identically from its seed
+            accelerator.unwrap_model(self.prepared).save_pretrained(
+                str(adapter_dir), state_dict=state, save_embedding_layers=False
+            )
+            log.info("saved the LoRA adapter to %s", adapter_dir)
+        accelerator.wait_for_everyone()
+        return adapter_dir
 
 
 def train_lora(
@@ -219,18 +301,14 @@ def train_lora(
     ``max_steps_this_run`` stops early (the state is saved; call again with the same ``run_dir`` to go on).
     ``model`` is wrapped in place by :func:`~soundtok.llm.apply_lora`: pass a freshly loaded model to each call.
     """
-    from accelerate import Accelerator
-
-    for name, value in (("steps", steps), ("batch_size", batch_size), ("max_length", max_length),
-                        ("checkpoint_every", checkpoint_every), ("log_every", log_every)):  # fmt: skip
+    loop = LoopSettings(steps=steps, log_every=log_every, checkpoint_every=checkpoint_every,
+                        keep_checkpoints=KEEP_STATES, max_steps_this_run=max_steps_this_run)  # fmt: skip
+    for name, value in (("batch_size", batch_size), ("max_length", max_length)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    if max_steps_this_run is not None and max_steps_this_run < 1:
-        raise ValueError(f"max_steps_this_run must be >= 1 or None, got {max_steps_this_run}")
     if lr <= 0:
         raise ValueError(f"the learning rate must be > 0, got {lr}")
     micro_batches([], micro_batch_ids)  # validates it
-    run_dir = Path(run_dir)
 
     template = None if getattr(hf_tokenizer, "chat_template", None) else CHATML_TEMPLATE
     fmt = PromptFormat(hf_tokenizer, vocab, weights=LossWeights(audio=settings.audio_weight), chat_template=template)
@@ -242,104 +320,21 @@ def train_lora(
             f"no train-split instruction fits in max_length={max_length} ids ({dropped} dropped); "
             "raise max_length or pass instructions whose split is 'train'"
         )
-    # supervised targets per example: positions 1.. with weight > 0 (position 0 is never a target)
-    supervised = [int((r.loss_weights[1:] > 0).sum()) for r in examples]
-    supervised_weight = [float(r.loss_weights[1:].sum()) for r in examples]  # weights are >= 0
     pad_id = hf_tokenizer.pad_token_id if hf_tokenizer.pad_token_id is not None else hf_tokenizer.eos_token_id
     if pad_id is None:
         raise ValueError("the tokenizer has neither a pad nor an eos token; set tokenizer.pad_token")
-    log.info("%d train examples (%d dropped), %d supervised tokens", len(examples), dropped, sum(supervised))
-
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    torch.manual_seed(seed)  # identical LoRA initialisation on every process
-    peft_model = apply_lora(model, vocab, settings)
-    params = [p for p in peft_model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr)
-    prepared, optimizer = accelerator.prepare(peft_model, optimizer)
-    progress = _Progress()
-    accelerator.register_for_checkpointing(progress)
-
-    step = resume(accelerator, run_dir)
-    if accelerator.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    writer = _writer(run_dir) if accelerator.is_main_process else None
-    stop_at = steps if max_steps_this_run is None else min(steps, step + max_steps_this_run)
-    rank, world = accelerator.process_index, accelerator.num_processes
-
-    start = t0 = time.perf_counter()
-    losses: list[float] = []
-    window: dict[str, float] = {"total": 0.0, "ce": 0.0, "z": 0.0, "steps": 0, "ids": 0}
-    while step < stop_at:
-        chosen = batch_indices(seed, step, len(examples), batch_size)
-        mine = chosen[rank::world] or chosen[:1]  # more processes than the batch holds: repeat one
-        totals = (sum(supervised_weight[i] for i in mine), sum(supervised[i] for i in mine))
-        groups = micro_batches([len(examples[i].input_ids) for i in mine], micro_batch_ids)
-        # dropout is a function of (seed, step, rank), so a resumed run draws the masks a straight run draws
-        torch.manual_seed(hash((seed, step, rank)) & 0x7FFF_FFFF)  # hash of ints: the same in every interpreter
-        prepared.train()
-        optimizer.zero_grad(set_to_none=True)
-        step_parts = {"total": 0.0, "ce": 0.0, "z": 0.0}
-        for g, group in enumerate(groups):
-            batch = collate([examples[mine[j]] for j in group], pad_id).to(accelerator.device)
-            # gradients are averaged across processes once, after the last group
-            sync = contextlib.nullcontext() if g == len(groups) - 1 else accelerator.no_sync(prepared)
-            with sync:
-                logits = _supervised_logits(prepared, batch)  # [N, V], or [B, T, V] without logits_to_keep
-                parts = weighted_lm_loss(
-                    logits, batch.input_ids, batch.loss_weights, settings.z_loss, batch_totals=totals
-                )
-                accelerator.backward(parts.total)
-            for key in step_parts:
-                step_parts[key] += float(getattr(parts, key).detach())
-            window["ids"] += int(batch.attention_mask.sum()) * world
-        accelerator.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        step += 1
-        progress.train_tokens += sum(supervised[i] for i in chosen)
-        losses.append(step_parts["total"])
-        for key, part in step_parts.items():
-            window[key] += part
-        window["steps"] += 1
-
-        if step % log_every == 0 or step == stop_at:
-            elapsed = max(time.perf_counter() - t0, 1e-9)
-            n = window["steps"]
-            if writer is not None:
-                writer.add_scalar("loss/total", window["total"] / n, step)
-                writer.add_scalar("loss/ce", window["ce"] / n, step)
-                writer.add_scalar("loss/z", window["z"] / n, step)
-                writer.add_scalar("train/tokens_per_second", window["ids"] / elapsed, step)
-                writer.add_scalar("train/seconds_per_step", elapsed / n, step)
-                writer.add_scalar("train/supervised_tokens", progress.train_tokens, step)
-            if accelerator.is_main_process:
-                log.info("step %d/%d  loss %.4f  ce %.4f  z %.5f  %.0f tokens/s", step, steps, window["total"] / n,
-                         window["ce"] / n, window["z"] / n, window["ids"] / elapsed)  # fmt: skip
-            t0, window = time.perf_counter(), dict.fromkeys(window, 0.0)
-        if step % checkpoint_every == 0 or step == stop_at:
-            save_state(accelerator, run_dir, step, KEEP_STATES)
-
-    if writer is not None:
-        writer.close()
-    adapter_dir = None
-    if step >= steps:
-        adapter_dir = run_dir / ADAPTER_DIR
-        state = accelerator.get_state_dict(prepared)  # every process takes part: FSDP gathers the shards here
-        if accelerator.is_main_process:
-            # the LoRA matrices and the new rows' deltas only: peft would also store the whole resized embedding and
-            # head (363 MB for SmolLM2), which extend_vocab rebuilds identically from its seed
-            accelerator.unwrap_model(prepared).save_pretrained(
-                str(adapter_dir), state_dict=state, save_embedding_layers=False
-            )
-            log.info("saved the LoRA adapter to %s", adapter_dir)
-        accelerator.wait_for_everyone()
+    recipe = LoRARecipe(model, vocab, examples, pad_id, settings, batch_size=batch_size, lr=lr, seed=seed,
+                        micro_batch_ids=micro_batch_ids)  # fmt: skip
+    log.info("%d train examples (%d dropped), %d supervised tokens", len(examples), dropped, sum(recipe.supervised))
+    result = run(recipe, Path(run_dir), loop)
     return LoRARun(
-        steps=step,
-        final_loss=losses[-1] if losses else float("nan"),
-        train_tokens=progress.train_tokens,
-        seconds=time.perf_counter() - start,
+        steps=result.steps,
+        final_loss=result.losses[-1] if result.losses else float("nan"),
+        train_tokens=recipe.progress.train_tokens,
+        seconds=result.seconds,
         dropped=dropped,
-        adapter_dir=adapter_dir,
-        losses=tuple(losses),
+        adapter_dir=result.exported,
+        losses=tuple(result.losses),
     )
 
 
@@ -359,6 +354,7 @@ def _supervised_logits(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
 __all__ = [
     "ADAPTER_DIR",
     "Batch",
+    "LoRARecipe",
     "LoRARun",
     "batch_indices",
     "collate",

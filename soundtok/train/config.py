@@ -122,6 +122,6 @@ def read_config(path: str | os.PathLike[str] | None, overrides: list[str] | None
         raise SoundtokError(f"invalid training config: {exc}") from None
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
+def load_config(path: str | os.PathLike[str] | None, overrides: list[str] | None = None) -> TrainConfig:
     """A codec, vocoder, msn or semantic recipe's :class:`TrainConfig` from YAML + overrides."""
     return read_config(path, overrides, TrainConfig)

@@ -9,20 +9,18 @@ from pathlib import Path
 from torch import nn
 
 from soundtok.errors import SoundtokError
+from soundtok.registry import get_recipe
 from soundtok.train.config import TrainConfig, load_config
 from soundtok.train.state import STATE_DIR, kept_states, latest_state, write_export
 
 
 def build_untrained(cfg: TrainConfig) -> nn.Module:
-    """A fresh model of a codec, vocoder, msn or semantic recipe, without its ``init_weights``: a state holds them."""
-    from soundtok.train import flow
-    from soundtok.train.gan import RECIPES
-
-    if cfg.recipe in RECIPES:
-        return RECIPES[cfg.recipe].build(cfg)
-    if cfg.recipe in flow.FAMILIES:
-        return flow.build_untrained(cfg)
-    raise SoundtokError(f"export-state handles the codec, vocoder, msn and semantic recipes, not {cfg.recipe!r}")
+    """A fresh model of the run's recipe, without its ``init_weights``: a state holds them."""
+    entry = get_recipe(cfg.recipe)
+    if entry.recipe is None:
+        raise SoundtokError(f"export-state handles recipes that train one model (codec, vocoder, msn, semantic), "
+                            f"not {cfg.recipe!r}")  # fmt: skip
+    return entry.recipe(cfg).build()
 
 
 def export_state(

@@ -2,7 +2,7 @@
 decoder); ``recipe: semantic`` trains the unit-to-latent decoder of a semantic tokenizer whose k-means centroids
 are given (``init_weights``: a safetensors file holding ``centroids``; the encoder and centroids stay fixed).
 
-``python -m soundtok.train.flow CONFIG.yaml RUN_DIR [key=value ...]`` (or ``soundtok train``; works under
+``soundtok train CONFIG.yaml RUN_DIR [key=value ...]`` (or ``python -m soundtok.train ...``; works under
 ``accelerate launch``). ``configs/msn-16k.yaml`` and ``configs/msn-mse-16k.yaml`` differ only in
 ``model.decoder`` (and the name), so the two are trained on the same batches with the same budget.
 
@@ -40,29 +40,25 @@ from __future__ import annotations
 import json
 import logging
 import random
-import time
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import torch
 import yaml
 
 from soundtok.errors import SoundtokError
+from soundtok.nn.quantize import VectorQuantizer
+from soundtok.registry import RecipeEntry, get_recipe, register_recipe
 from soundtok.tokenizers.msn import LatentFlowTokenizer, MSNConfig, MSNTokenizer
 from soundtok.tokenizers.semantic import SemanticConfig, SemanticTokenizer
-from soundtok.train.config import TrainConfig
+from soundtok.train.config import TrainConfig, load_config
 from soundtok.train.data import CropSampler, training_data
+from soundtok.train.loop import Recipe, StepOutput, train
 from soundtok.train.shard import ShardSampler
-from soundtok.train.state import (
-    deadline,
-    export_run,
-    latest_state,
-    load_init_weights,
-    make_accelerator,
-    recipe_main,
-    resume,
-    save_state,
-    sync_quantizer,
-)
+from soundtok.train.state import export_run, latest_state, load_init_weights, make_accelerator, sync_quantizer
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
 
 log = logging.getLogger(__name__)
 
@@ -73,39 +69,10 @@ _GAN_ONLY = ("discriminator", "loss", "adversarial_start")
 Clips = list[tuple[str, torch.Tensor]]  # (id, [1, T]) held-out audio
 
 
-#: recipe -> (config class, tokenizer class)
-FAMILIES: dict[str, tuple[type[MSNConfig] | type[SemanticConfig], type[MSNTokenizer] | type[SemanticTokenizer]]] = {
-    "msn": (MSNConfig, MSNTokenizer),
-    "semantic": (SemanticConfig, SemanticTokenizer),
-}
-
-
-def build_untrained(cfg: TrainConfig) -> LatentFlowTokenizer:
-    """The recipe's model as configured, before any ``init_weights``."""
-    config_class, model_class = FAMILIES[cfg.recipe]
-    try:
-        config = config_class.from_dict(cfg.model)
-    except (TypeError, ValueError) as exc:
-        raise SoundtokError(f"invalid {cfg.recipe} model config: {exc}") from None
-    return model_class(config, name=cfg.name)  # type: ignore[arg-type]
-
-
-def build_model(cfg: TrainConfig) -> LatentFlowTokenizer:
-    model = build_untrained(cfg)
-    weights: dict[str, torch.Tensor] = {}
-    if cfg.init_weights is not None:
-        weights = load_init_weights(model, cfg.init_weights, cfg.recipe)
-    if isinstance(model, SemanticTokenizer) and (cfg.init_weights is None or "centroids" not in weights):
-        raise SoundtokError(
-            "the semantic recipe trains the decoder of fitted units: set init_weights to a safetensors file "
-            "holding 'centroids' (benchmarks/semantic_study.py --fit writes one)"
-        )
-    return model
-
-
 def check_config(cfg: TrainConfig) -> None:
-    if cfg.recipe not in FAMILIES:
-        raise SoundtokError(f"soundtok.train.flow trains recipes {sorted(FAMILIES)}, the config says {cfg.recipe!r}")
+    entry = get_recipe(cfg.recipe)
+    if entry.recipe is None or not issubclass(entry.recipe, FlowRecipe):
+        raise SoundtokError(f"soundtok.train.flow trains the msn and semantic recipes, the config says {cfg.recipe!r}")
     stray = [k for k in _GAN_ONLY if k in cfg.model_fields_set]
     if stray:
         raise SoundtokError(
@@ -156,121 +123,138 @@ def evaluate_flow(model: LatentFlowTokenizer, clips: Clips) -> dict[str, float]:
     return {"latent_error": float(result.error.mean()), "codebook_used": used / model.codebook_sizes[0]}
 
 
-def train_flow(cfg: TrainConfig, run_dir: str | Path, *, max_steps_this_run: int | None = None) -> Path | None:
-    """Train (or resume) an msn or semantic tokenizer in ``run_dir``; returns the export folder once ``cfg.steps``
-    are done.
+class FlowRecipe(Recipe):
+    """The shared flow step (module docstring); :class:`MSNRecipe` and :class:`SemanticRecipe` say what model."""
 
-    ``max_steps_this_run`` stops early (after a state is saved), e.g. to split training across sessions.
-    """
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise SoundtokError("training logs need TensorBoard: pip install 'soundtok[train]'") from None
+    cfg: TrainConfig
+    config_class: type[MSNConfig] | type[SemanticConfig]
+    model_class: type[MSNTokenizer] | type[SemanticTokenizer]
 
-    check_config(cfg)
-    run_dir = Path(run_dir)
-    accelerator = make_accelerator(cfg)
-    torch.manual_seed(cfg.seed)  # identical initial weights on every process
-    model = build_model(cfg)
-    hop = model.block_samples
-    segment = int(round(cfg.data.segment_seconds * model.sample_rate))
-    if segment % hop:
-        raise SoundtokError(
-            f"{cfg.recipe} training needs crops of a whole number of decoding blocks ({hop} samples = "
-            f"{hop / model.sample_rate:g} s); "
-            f"data.segment_seconds={cfg.data.segment_seconds} gives {segment} samples, e.g. use "
-            f"{max(1, segment // hop) * hop / model.sample_rate:g}"
-        )
-    sampler, held_out = training_data(cfg.data, model.sample_rate)
+    def build(self) -> LatentFlowTokenizer:
+        """The model as configured, before any ``init_weights``."""
+        try:
+            config = self.config_class.from_dict(self.cfg.model)
+        except (TypeError, ValueError) as exc:
+            raise SoundtokError(f"invalid {self.name} model config: {exc}") from None
+        return self.model_class(config, name=self.cfg.name)  # type: ignore[arg-type]
 
-    resumed = latest_state(run_dir)
-    if resumed is None:
-        measure_latent_statistics(model, sampler, cfg)  # (a resumed run restores them with the weights)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay
-    )
-    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, cfg.optim.lr_decay)
-    wrapped, optimizer = accelerator.prepare(model, optimizer)
-    accelerator.register_for_checkpointing(scheduler)
-    model = accelerator.unwrap_model(wrapped)
+    def build_trainable(self) -> LatentFlowTokenizer:
+        """:meth:`build`, then ``init_weights`` loaded."""
+        model = self.build()
+        if self.cfg.init_weights is not None:
+            load_init_weights(model, self.cfg.init_weights, self.name)
+        return model
 
-    log.info("process %d of %d on %s", accelerator.process_index, accelerator.num_processes, accelerator.device)
-    step = resume(accelerator, run_dir)
-    model.refresh_identity()  # the loaded weights (and latent statistics) change the tokenizer's fingerprint
-    if accelerator.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(json.loads(cfg.model_dump_json()), sort_keys=False))
-    writer = SummaryWriter(str(run_dir / "logs")) if accelerator.is_main_process else None
-    per_process = max(1, cfg.data.batch_size // accelerator.num_processes)
-    stop_at = cfg.steps if max_steps_this_run is None else min(cfg.steps, step + max_steps_this_run)
-    objective = "flow" if model.flow.decoder == "cfm" else "mse"
-    quantizer = model.quantizer if isinstance(model, MSNTokenizer) else None
-    t0, steps_timed = time.perf_counter(), 0
-    stop_time = deadline(cfg)
-
-    while step < stop_at:
-        rank = accelerator.process_index
-        real = sampler.batch(per_process, seed=cfg.seed, step=step, rank=rank).to(accelerator.device)  # [B, 1, T]
-        inputs = model.training_inputs(real)  # latents [B, D, F] normalised (+ semantic units), no gradient
-        wrapped.train()
-        out = wrapped(**inputs, generator=step_generator(cfg.seed, step, rank))
-        loss = out.total
-        optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        grad_norm = accelerator.clip_grad_norm_(wrapped.parameters(), cfg.optim.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        if accelerator.num_processes > 1 and quantizer is not None:
-            sync_quantizer(quantizer)
-        step += 1
-        steps_timed += 1
-
-        if writer is not None and (step % cfg.log_every == 0 or step == stop_at):
-            elapsed = time.perf_counter() - t0
-            scalars = out.scalars()
-            for key, value in scalars.items():
-                writer.add_scalar(f"loss/{objective if key == 'objective' else key}", value, step)
-            writer.add_scalar("loss/total", float(loss.detach()), step)
-            writer.add_scalar("train/grad_norm", float(grad_norm), step)
-            if quantizer is not None:
-                writer.add_scalar("train/codebook_perplexity", codebook_perplexity(model), step)
-                writer.add_scalar("train/codes_restarted", float(quantizer.num_replaced), step)
-            writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
-            writer.add_scalar(
-                "train/audio_seconds_per_second",
-                steps_timed * cfg.data.batch_size * cfg.data.segment_seconds / elapsed,
-                step,
-            )
-            log.info(
-                "step %d  %s  (%.2f s/step)",
-                step,
-                "  ".join(f"{objective if k == 'objective' else k} {v:.4f}" for k, v in scalars.items()),
-                elapsed / steps_timed,
-            )
-            t0, steps_timed = time.perf_counter(), 0
-        if writer is not None and held_out and (step % cfg.eval_every == 0 or step == cfg.steps):  # main only
-            scores = evaluate_flow(model, held_out)
-            for k, v in scores.items():
-                writer.add_scalar(f"eval/{k}", v, step)
-            log.info("step %d eval %s", step, {k: round(v, 4) for k, v in scores.items()})
-        out_of_time = step < stop_at and time.monotonic() >= stop_time
-        if step % cfg.checkpoint_every == 0 or step == stop_at or out_of_time:
-            save_state(accelerator, run_dir, step, cfg.keep_checkpoints)
-        if out_of_time:
-            log.info("step %d: max_minutes=%g reached; rerun the same command to continue", step, cfg.max_minutes)
-            break
-
-    if writer is not None:
-        writer.close()
-    if step < cfg.steps:
+    def quantizer(self, model: LatentFlowTokenizer) -> VectorQuantizer | None:
         return None
-    return export_run(accelerator, model, run_dir, cfg, step)
+
+    def make_accelerator(self) -> Accelerator:
+        return make_accelerator(self.cfg)
+
+    def config_text(self) -> str:
+        return yaml.safe_dump(json.loads(self.cfg.model_dump_json()), sort_keys=False)
+
+    def setup(self, accelerator: Accelerator, run_dir: Path) -> None:
+        cfg = self.cfg
+        check_config(cfg)
+        torch.manual_seed(cfg.seed)  # identical initial weights on every process
+        model = self.build_trainable()
+        hop = model.block_samples
+        segment = int(round(cfg.data.segment_seconds * model.sample_rate))
+        if segment % hop:
+            raise SoundtokError(
+                f"{cfg.recipe} training needs crops of a whole number of decoding blocks ({hop} samples = "
+                f"{hop / model.sample_rate:g} s); "
+                f"data.segment_seconds={cfg.data.segment_seconds} gives {segment} samples, e.g. use "
+                f"{max(1, segment // hop) * hop / model.sample_rate:g}"
+            )
+        self.sampler, self.held_out = training_data(cfg.data, model.sample_rate)
+        if latest_state(run_dir) is None:
+            measure_latent_statistics(model, self.sampler, cfg)  # (a resumed run restores them with the weights)
+        o = cfg.optim
+        optimizer = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, o.lr_decay)
+        self.wrapped, self.optimizer = accelerator.prepare(model, optimizer)
+        accelerator.register_for_checkpointing(self.scheduler)
+        self.model = accelerator.unwrap_model(self.wrapped)
+        self.accelerator = accelerator
+        self.per_process = max(1, cfg.data.batch_size // accelerator.num_processes)
+        objective = "flow" if self.model.flow.decoder == "cfm" else "mse"
+        self.loss_tag = f"loss/{objective}"
+        self.console_tags = ("loss/total",)
+
+    def resumed(self, step: int) -> None:
+        self.model.refresh_identity()  # the loaded weights (and latent statistics) change the fingerprint
+
+    def step(self, step: int) -> StepOutput:
+        cfg, acc = self.cfg, self.accelerator
+        rank = acc.process_index
+        real = self.sampler.batch(self.per_process, seed=cfg.seed, step=step, rank=rank).to(acc.device)  # [B,1,T]
+        inputs = self.model.training_inputs(real)  # latents [B, D, F] normalised (+ semantic units), no gradient
+        self.wrapped.train()
+        out = self.wrapped(**inputs, generator=step_generator(cfg.seed, step, rank))
+        loss = out.total
+        self.optimizer.zero_grad(set_to_none=True)
+        acc.backward(loss)
+        grad_norm = acc.clip_grad_norm_(self.wrapped.parameters(), cfg.optim.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        quantizer = self.quantizer(self.model)
+        if acc.num_processes > 1 and quantizer is not None:
+            sync_quantizer(quantizer)
+        scalars = {self.loss_tag if k == "objective" else f"loss/{k}": v for k, v in out.scalars().items()}
+        scalars["loss/total"] = float(loss.detach())
+        scalars["train/grad_norm"] = float(grad_norm)
+        return StepOutput(scalars, work=self.per_process * cfg.data.segment_seconds)
+
+    def scalars(self) -> dict[str, float]:
+        values: dict[str, float] = {"train/lr": float(self.scheduler.get_last_lr()[0])}
+        quantizer = self.quantizer(self.model)
+        if quantizer is not None:
+            values["train/codebook_perplexity"] = codebook_perplexity(self.model)  # type: ignore[arg-type]
+            values["train/codes_restarted"] = float(quantizer.num_replaced)
+        return values
+
+    def evaluate(self) -> dict[str, float]:
+        return evaluate_flow(self.model, self.held_out) if self.held_out else {}
+
+    def export(self, accelerator: Accelerator, run_dir: Path, step: int) -> Path:
+        return export_run(accelerator, self.model, run_dir, self.cfg, step)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m soundtok.train.flow CONFIG.yaml RUN_DIR [key=value ...]`` (works under ``accelerate launch``)."""
-    return recipe_main(train_flow, argv, main.__doc__ or "")
+class MSNRecipe(FlowRecipe):
+    name = "msn"
+    config_class = MSNConfig
+    model_class = MSNTokenizer
+
+    def quantizer(self, model: LatentFlowTokenizer) -> VectorQuantizer | None:
+        return cast(MSNTokenizer, model).quantizer
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+class SemanticRecipe(FlowRecipe):
+    name = "semantic"
+    config_class = SemanticConfig
+    model_class = SemanticTokenizer
+
+    def build_trainable(self) -> LatentFlowTokenizer:
+        model = self.build()
+        weights: dict[str, torch.Tensor] = {}
+        if self.cfg.init_weights is not None:
+            weights = load_init_weights(model, self.cfg.init_weights, self.name)
+        if "centroids" not in weights:
+            raise SoundtokError(
+                "the semantic recipe trains the decoder of fitted units: set init_weights to a safetensors file "
+                "holding 'centroids' (benchmarks/semantic_study.py --fit writes one)"
+            )
+        return model
+
+
+for _recipe in (MSNRecipe, SemanticRecipe):
+    register_recipe(RecipeEntry(_recipe.name, load_config, train, _recipe))
+
+
+def train_flow(cfg: TrainConfig, run_dir: str | Path, *, max_steps_this_run: int | None = None) -> Path | None:
+    """Train (or resume) an msn or semantic tokenizer in ``run_dir``: :func:`loop.train
+    <soundtok.train.loop.train>`, refusing configs of other recipes."""
+    check_config(cfg)
+    return train(cfg, run_dir, max_steps_this_run=max_steps_this_run)

@@ -1,17 +1,14 @@
 """Run plumbing shared by every training recipe: resumable states (``RUN_DIR/state/step-XXXXXXX/``, written
-atomically), keeping replicas' quantizers identical, and the ``python -m soundtok.train.<recipe>`` entry point."""
+atomically), keeping replicas' quantizers identical, and the ``python -m soundtok.train`` entry point."""
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import shutil
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar, cast
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import nn
@@ -26,7 +23,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STATE_DIR = "state"
-C = TypeVar("C")  # a recipe's config
 
 
 def kept_states(run_dir: Path) -> list[Path]:
@@ -81,11 +77,6 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
     return Accelerator(cpu=not cuda, mixed_precision="no" if cfg.precision == "fp32" else cfg.precision)
 
 
-def deadline(cfg: TrainConfig) -> float:
-    """``time.monotonic()`` after which the run saves a state and stops (``cfg.max_minutes``; inf: none)."""
-    return time.monotonic() + cfg.max_minutes * 60 if cfg.max_minutes is not None else math.inf
-
-
 def load_init_weights(model: nn.Module, source: Path, recipe: str) -> dict[str, torch.Tensor]:
     """Load ``source`` (a safetensors file, or a soundtok checkpoint folder holding ``model.safetensors``) into a
     freshly built ``model`` before step 0: fine-tuning from exported weights (e.g. the adversarial phase of a
@@ -123,26 +114,22 @@ def sync_quantizer(quantizer: nn.Module) -> None:
             torch.distributed.broadcast(tensor.data, src=0)
 
 
-def recipe_main(
-    train: Callable[[C, str], object],
-    argv: list[str] | None,
-    usage: str,
-    load: Callable[[str, list[str]], C] | None = None,
-) -> int:
-    """The command line of a recipe module: ``CONFIG.yaml RUN_DIR [key=value ...]`` (works under accelerate).
-    ``load`` reads the config (default: :func:`soundtok.train.config.load_config`, a :class:`TrainConfig`)."""
-    from soundtok.train.config import load_config
+def train_main(argv: list[str] | None = None) -> int:
+    """The command line of every recipe: ``CONFIG.yaml RUN_DIR [key=value ...]`` (works under accelerate). The
+    config's ``recipe:`` (default codec) is looked up in :mod:`soundtok.registry`, which reads and trains it."""
+    from soundtok.registry import get_recipe
+    from soundtok.train.config import read_raw_config
 
-    read = load or load_config
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) < 2:
-        print(usage)
+        print("usage: python -m soundtok.train CONFIG.yaml RUN_DIR [key=value ...]")
         return 2
     # force: replace the quieter handler the ``soundtok`` CLI installed, so ``soundtok train`` shows progress too
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # it logs every file of every saved state
     try:
-        train(read(args[0], args[2:]), args[1])  # type: ignore[arg-type]
+        entry = get_recipe(read_raw_config(args[0], args[2:]).get("recipe", "codec"))
+        entry.train(entry.load_config(args[0], args[2:]), Path(args[1]))
     except SoundtokError as exc:
         log.error("%s", exc)
         return 1
