@@ -39,6 +39,7 @@ CASES = [
     Case("codec-tiny", decode_atol=1e-5),
     Case("codec-spectral-tiny", decode_atol=1e-5),
     Case("codec-16k", decode_atol=1e-5),
+    Case("llm-codec-tiny", decode_atol=1e-5),
     Case("msn-tiny", decode_atol=1e-3),  # a vocoder-based tokenizer: random MSN + the shipped vocoder-16k
     Case("msn-16k", decode_atol=1e-3),  # float attention in a many-step ODE: codes exact, audio within 1e-3
     Case("msn-mse-16k", decode_atol=1e-3),

@@ -23,6 +23,7 @@ from soundtok.config import Config
 from soundtok.registry import PRESETS, Preset, register_family, register_preset
 from soundtok.tokenizers.base import AudioTokenizer
 from soundtok.tokenizers.codec import CodecConfig
+from soundtok.tokenizers.llm_codec import LLMCodecConfig
 from soundtok.tokenizers.msn import MSNConfig, SamplingConfig
 from soundtok.tokenizers.semantic import SemanticConfig
 from soundtok.types import LevelSpec
@@ -110,6 +111,24 @@ if "codec-tiny" not in PRESETS:
             "codec",
             "the RVQ codec architecture at toy size, random weights (tests)",
             config=CodecConfig(channels=4, strides=(2, 4), latent_dim=8, num_quantizers=3, codebook_size=16),
+        )
+    )
+if "llm-codec-tiny" not in PRESETS:
+    register_preset(
+        Preset(
+            "llm-codec-tiny",
+            "llm_codec",
+            "the LLM-Codec architecture at toy size: random weights, token ids 0..N-1 as its words (tests)",
+            config=LLMCodecConfig(
+                latent_dim=8,
+                encoder_layers=1,
+                decoder_dim=16,
+                decoder_intermediate_dim=32,
+                decoder_layers=1,
+                level_sizes=(16, 32, 32),
+                embedding_dim=12,
+                whisper_dim=8,
+            ),
         )
     )
 if "codec-spectral-tiny" not in PRESETS:

@@ -59,6 +59,9 @@ class LossWeights(Strict):
     feature_matching: float = 2.0
     commitment: float = 0.25
     codebook: float = 1.0
+    # the llm_codec recipe's level-1 semantic and level-2 consistency losses (soundtok.tokenizers.llm_codec)
+    semantic: float = 1.0
+    consistency: float = 1.0
 
 
 class TrainConfig(Strict):
@@ -85,6 +88,9 @@ class TrainConfig(Strict):
     # step 0, keys it lacks left as built: fine-tuning from exported weights (codec, vocoder, msn), or the fitted
     # k-means centroids of the semantic recipe (benchmarks/semantic_study.py --fit)
     init_weights: Path | None = None
+    # load only the init_weights tensors whose names start with one of these (e.g. [encoder., decoder.] to start a
+    # new family from another's autoencoder); None: all of them
+    init_modules: list[str] | None = None
 
 
 def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:

@@ -43,13 +43,20 @@ class CropSampler:
 
     def batch(self, batch_size: int, *, seed: int, step: int, rank: int = 0) -> torch.Tensor:
         """``[batch_size, 1, segment]`` crops, the same for the same (seed, step, rank)."""
+        return self.batch_items(batch_size, seed=seed, step=step, rank=rank)[0]
+
+    def batch_items(
+        self, batch_size: int, *, seed: int, step: int, rank: int = 0
+    ) -> tuple[torch.Tensor, list[AudioItem]]:
+        """:meth:`batch` and the item each crop came from (for recipes that read labels)."""
         rng = random.Random(f"{seed}:{step}:{rank}")
         weights = [max(i.duration, 1e-3) for i in self.items]
         out = torch.zeros(batch_size, 1, self.segment)
-        for b, item in enumerate(rng.choices(self.items, weights=weights, k=batch_size)):
+        chosen = rng.choices(self.items, weights=weights, k=batch_size)
+        for b, item in enumerate(chosen):
             length = crop_length(self.segment, self.speed_perturb, rng)
             out[b, 0] = speed_perturbed(self._crop(item, rng, length), self.segment)
-        return out
+        return out, chosen
 
     def _crop(self, item: AudioItem, rng: random.Random, length: int) -> torch.Tensor:
         info = sf.info(str(item.path))

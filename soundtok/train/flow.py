@@ -142,7 +142,7 @@ class FlowRecipe(Recipe):
         """:meth:`build`, then ``init_weights`` loaded."""
         model = self.build()
         if self.cfg.init_weights is not None:
-            load_init_weights(model, self.cfg.init_weights, self.name)
+            load_init_weights(model, self.cfg.init_weights, self.name, self.cfg.init_modules)
         return model
 
     def quantizer(self, model: LatentFlowTokenizer) -> VectorQuantizer | None:
@@ -179,7 +179,7 @@ class FlowRecipe(Recipe):
         self.model = accelerator.unwrap_model(self.wrapped)
         self.accelerator = accelerator
         self.per_process = max(1, cfg.data.batch_size // accelerator.num_processes)
-        objective = "flow" if self.model.flow.decoder == "cfm" else "mse"
+        objective = "flow" if self.model.flow.objective == "cfm" else "mse"
         self.loss_tag = f"loss/{objective}"
         self.console_tags = ("loss/total",)
 
@@ -240,7 +240,7 @@ class SemanticRecipe(FlowRecipe):
         model = self.build()
         weights: dict[str, torch.Tensor] = {}
         if self.cfg.init_weights is not None:
-            weights = load_init_weights(model, self.cfg.init_weights, self.name)
+            weights = load_init_weights(model, self.cfg.init_weights, self.name, self.cfg.init_modules)
         if "centroids" not in weights:
             raise SoundtokError(
                 "the semantic recipe trains the decoder of fitted units: set init_weights to a safetensors file "

@@ -77,11 +77,14 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
     return Accelerator(cpu=not cuda, mixed_precision="no" if cfg.precision == "fp32" else cfg.precision)
 
 
-def load_init_weights(model: nn.Module, source: Path, recipe: str) -> dict[str, torch.Tensor]:
+def load_init_weights(
+    model: nn.Module, source: Path, recipe: str, modules: list[str] | None = None
+) -> dict[str, torch.Tensor]:
     """Load ``source`` (a safetensors file, or a soundtok checkpoint folder holding ``model.safetensors``) into a
     freshly built ``model`` before step 0: fine-tuning from exported weights (e.g. the adversarial phase of a
-    shipped codec) or a fitted part (the semantic recipe's centroids). Keys the file lacks stay as built; keys the
-    model lacks, or a shape that differs, are errors. Returns the loaded tensors."""
+    shipped codec) or a fitted part (the semantic recipe's centroids). ``modules``: only the tensors whose names
+    start with one of these prefixes (e.g. another family's ``encoder.``). Keys the file lacks stay as built; keys
+    the model lacks, or a shape that differs, are errors. Returns the loaded tensors."""
     from safetensors.torch import load_file
 
     path = source / "model.safetensors" if source.is_dir() else source
@@ -89,6 +92,10 @@ def load_init_weights(model: nn.Module, source: Path, recipe: str) -> dict[str, 
         weights = load_file(str(path))
     except Exception as exc:  # safetensors raises its own types for unreadable files
         raise SoundtokError(f"init_weights {source}: cannot read it as safetensors ({exc})") from None
+    if modules is not None:
+        weights = {k: v for k, v in weights.items() if k.startswith(tuple(modules))}
+        if not weights:
+            raise SoundtokError(f"init_weights {source}: no tensor starts with any of init_modules {modules}")
     own = model.state_dict()
     unknown = sorted(set(weights) - set(own))
     if unknown:
