@@ -22,10 +22,8 @@ accuracy, ci_low, ci_high, episodes) and ``icl.md``.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import random
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,8 +33,9 @@ import torch
 
 import soundtok
 from soundtok.audio.io import load_audio
-from soundtok.cache import cache_root
+from soundtok.cache import cache_root, sha256_tensors
 from soundtok.corpus.loaders import load_shared_corpus
+from soundtok.eval.provenance import command_line
 from soundtok.eval.stats import mcnemar, wilson
 from soundtok.icl import (
     Example,
@@ -45,6 +44,7 @@ from soundtok.icl import (
     WordMap,
     audio_words,
     label_ids,
+    native_words,
     nearest_neighbour,
     prompt_parts,
     sample_episodes,
@@ -87,14 +87,6 @@ def encode_all(tokenizer_name: str, paths: dict[str, Path], max_seconds: float, 
         cache.parent.mkdir(parents=True, exist_ok=True)
         torch.save(codes, cache)
     return codes
-
-
-def weights_hash(model: torch.nn.Module) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 def run_task(task, episodes, systems, model, tokenizer, fmt, n_way, k_shot, llm_name, cells, outcomes) -> None:
@@ -182,7 +174,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", default="digits-same,digits-disjoint,gender")
     parser.add_argument("--tokenizers", default="semantic-whisper-base-1000,codec-16k")
-    parser.add_argument("--mappings", default="random", help="random and/or nearest")
+    parser.add_argument("--mappings", default="random", help="random, nearest and/or native (llm_codec only)")
     parser.add_argument("--llm", default="smollm2-135m")
     parser.add_argument("--n-way", type=int, default=2)
     parser.add_argument("--k-shot", type=int, default=1)
@@ -203,7 +195,7 @@ def main() -> None:
     started = time.time()
 
     model, tokenizer = load_llm(args.llm)
-    before = weights_hash(model)
+    before = sha256_tensors(model.state_dict())
     fmt = PromptFormat(induction=not args.no_induction, repeats=args.repeats)
     embeddings: Any = model.get_input_embeddings().weight.detach()  # type: ignore[operator]
     cells: list[dict] = []
@@ -223,6 +215,8 @@ def main() -> None:
             for kind in args.mappings.split(","):
                 if kind == "random":
                     word_map = WordMap.random(size, candidates, args.seed)
+                elif kind == "native":  # an llm_codec's codes are the LLM's own words
+                    word_map = native_words(tok)
                 else:
                     vectors = tok.code_vectors(0)
                     if vectors is None:
@@ -230,7 +224,7 @@ def main() -> None:
                     word_map = WordMap.nearest(vectors, embeddings, candidates, args.seed)
                 systems[f"{name} {kind}"] = (word_map, codes, size)
         run_task(task, episodes, systems, model, tokenizer, fmt, args.n_way, args.k_shot, args.llm, cells, outcomes)
-    after = weights_hash(model)
+    after = sha256_tensors(model.state_dict())
     if after != before:
         raise SystemExit("the LLM's weights changed during the run")
 
@@ -240,7 +234,7 @@ def main() -> None:
             tests.append({"task": task, "system": system, "against": "no-audio",
                           "p": mcnemar(correct, outcomes[(task, "no-audio")])})  # fmt: skip
     result = {"cells": cells, "mcnemar": tests, "llm_sha256": before, "seconds": round(time.time() - started),
-              "command": "python " + " ".join(sys.argv)}  # fmt: skip
+              "command": command_line()}  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "icl.json").write_text(json.dumps(result, indent=1))
     lines = [f"{args.n_way}-way {args.k_shot}-shot, {args.llm}, {args.episodes} episodes per task, split "

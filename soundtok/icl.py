@@ -165,6 +165,14 @@ class WordMap:
         return cls(ids[(projected @ words.T).argmax(dim=1)], "nearest")
 
 
+def native_words(tokenizer: Any, level: int = 0) -> WordMap:
+    """The words an LLM-driven tokenizer's codes already are (``llm_codec``: :meth:`token_ids`), unmapped."""
+    token_ids = getattr(tokenizer, "token_ids", None)
+    if token_ids is None:
+        raise SoundtokError(f"{tokenizer.name}'s codes are not LLM words; map them with WordMap.random or .nearest")
+    return WordMap(token_ids(level).long().cpu(), "native")
+
+
 def audio_words(codes: torch.Tensor, word_map: WordMap, *, collapse_repeats: bool = True) -> list[int]:
     """One clip's codes ``[T]`` (one level) as LLM token ids; runs of one code written once by default."""
     if collapse_repeats and codes.numel():

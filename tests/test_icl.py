@@ -107,3 +107,15 @@ def test_statistics() -> None:
     assert wilson(0, 0) == (0.0, 1.0)
     assert mcnemar([True, False], [True, False]) == 1.0
     assert mcnemar([True] * 10, [False] * 10) == pytest.approx(2 / 2**10)
+
+
+def test_native_words_are_an_llm_codecs_own_token_ids() -> None:
+    import soundtok
+    import soundtok.testing.dummies  # noqa: F401  (registers llm-codec-tiny)
+    from soundtok.icl import native_words
+
+    tok = soundtok.load("llm-codec-tiny")
+    word_map = native_words(tok)
+    assert word_map.kind == "native" and torch.equal(word_map.token_ids, tok.token_ids(0))
+    with pytest.raises(SoundtokError, match="not LLM words"):
+        native_words(soundtok.load("mulaw-8bit-8k"))
