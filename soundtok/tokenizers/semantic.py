@@ -22,10 +22,11 @@ encoder's own windows.
 decoding) holds; dedup is a view for consumers that want shorter sequences.
 
 **Decode** (resynthesis): the units of all levels are embedded and summed ``[B, E, U]``; each latent frame ``f``
-takes the vector of the unit that holds its centre (``floor((256 f + 128) / 320)``), and the MSN decoder
-(:class:`~soundtok.tokenizers.msn.FlowDecoder`, CFM or MSE, same sampling, see :mod:`soundtok.tokenizers.msn`)
+takes the vector of the unit that holds its centre (``floor((256 f + 128) / 320)``), and the flow decoder
+(:class:`~soundtok.nn.flow.FlowDecoder`, CFM or MSE, as in msn; its config from :meth:`SemanticConfig.flow_decoder`)
 predicts normalised mel latents, which the mel vocoder turns into audio. A block of 4 units = 5 latent frames =
-1280 samples is the unit of windowing. Units carry little of the voice, so a decoder can at best keep the words,
+1280 samples is the unit of windowing (:mod:`soundtok.tokenizers.latent_flow`). Units carry little of the voice,
+so a decoder can at best keep the words,
 not the speaker. ``benchmarks/resynthesis.py --tokenizers NAME`` measures it (for the shipped, CPU-trained decoder:
 ``benchmarks/results/resynthesis_semantic/``, not yet intelligible).
 
@@ -52,9 +53,10 @@ from soundtok.encoders.base import FeatureEncoder, load_encoder
 from soundtok.encoders.store import FeatureStore
 from soundtok.errors import InvalidAudioError
 from soundtok.latent import LatentAutoencoder, module_fingerprint
+from soundtok.nn.flow import FlowDecoder, FlowDecoderConfig, SamplingConfig
 from soundtok.nn.kmeans import KMeansResult, fit_kmeans, nearest
 from soundtok.registry import CHECKPOINTS, Preset, register_family, register_preset
-from soundtok.tokenizers.msn import FlowDecoder, LatentFlowTokenizer, MSNConfig, SamplingConfig
+from soundtok.tokenizers.latent_flow import LatentFlowTokenizer
 from soundtok.types import LevelSpec
 
 
@@ -67,13 +69,13 @@ class SemanticConfig(Config):
     feature_dim: int = 512
     unit_hop: int = 320  # samples per encoder frame
     num_clusters: int = 1000
-    # resynthesis: the MSN decoder conditioned on units, into soundtok's mel latents
+    # resynthesis: the flow decoder (soundtok.nn.flow) conditioned on units, into soundtok's mel latents
     autoencoder: str = "mel"
     vocoder: str = "vocoder-16k"
     sample_rate: int = 16000
     latent_hop: int = 256
     latent_dim: int = 80
-    decoder: str = "mse"  # "cfm" or "mse" (soundtok.tokenizers.msn)
+    decoder: str = "mse"  # "cfm" or "mse" (soundtok.nn.flow)
     dim: int = 256
     heads: int = 4
     mlp_ratio: float = 4.0
@@ -90,23 +92,24 @@ class SemanticConfig(Config):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 2:
                 raise ValueError(f"SemanticConfig.{name} must be an integer >= 2, got {value!r}")
-        self.flow_config()  # validates the decoder fields
+        for name in ("sample_rate", "latent_hop"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"SemanticConfig.{name} must be a positive integer, got {value!r}")
+        self.flow_decoder()  # validates the decoder's fields
 
-    def flow_config(self) -> MSNConfig:
-        """The decoder's settings in MSN terms (one latent frame per phase: ``downsample=1``)."""
-        return MSNConfig(
-            autoencoder=self.autoencoder,
-            vocoder=self.vocoder,
-            sample_rate=self.sample_rate,
-            latent_hop=self.latent_hop,
+    def flow_decoder(self) -> FlowDecoderConfig:
+        """The decoder's config, from the fields semantic checkpoints record it under; a latent frame takes its
+        unit's vector whole (one phase)."""
+        return FlowDecoderConfig(
             latent_dim=self.latent_dim,
-            downsample=1,
             dim=self.dim,
             heads=self.heads,
             mlp_ratio=self.mlp_ratio,
-            decoder_layers=self.decoder_layers,
-            decoder_window=self.decoder_window,
-            decoder=self.decoder,
+            layers=self.decoder_layers,
+            window=self.decoder_window,
+            phases=1,
+            objective=self.decoder,
             sigma_min=self.sigma_min,
             cfg_dropout=self.cfg_dropout,
             sampling=self.sampling,
@@ -153,7 +156,7 @@ class SemanticTokenizer(LatentFlowTokenizer):
         encoder: FeatureEncoder | None = None,
         autoencoder: LatentAutoencoder | None = None,
     ) -> None:
-        super().__init__(config, config.flow_config(), name, autoencoder=autoencoder)
+        super().__init__(config, name, autoencoder=autoencoder)
         c = config
         if encoder is None and c.encoder != "none":
             options: dict[str, Any] = {}
