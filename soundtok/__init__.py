@@ -9,7 +9,7 @@ torch.Size([1, 1, 1600])
 
 __version__ = "0.1.0"
 
-from soundtok.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from soundtok.checkpoint import save_checkpoint  # noqa: E402
 from soundtok.errors import (  # noqa: E402
     AudioLoadingError,
     CheckpointError,
@@ -18,7 +18,7 @@ from soundtok.errors import (  # noqa: E402
     TokenFileError,
     TokenizerMismatchError,
 )
-from soundtok.registry import build, list_presets, load  # noqa: E402
+from soundtok.registry import build, list_presets, load, load_checkpoint  # noqa: E402
 from soundtok.tokenizers.base import AudioTokenizer  # noqa: E402
 from soundtok.types import LevelSpec, TokenizerId, Tokens  # noqa: E402
 

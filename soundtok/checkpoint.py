@@ -27,7 +27,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from soundtok.config import Config
-from soundtok.errors import CheckpointError, OutputExistsError, SoundtokError, UnknownTokenizerError
+from soundtok.errors import CheckpointError, OutputExistsError, SoundtokError
 from soundtok.fileio import atomic_write
 
 if TYPE_CHECKING:
@@ -132,24 +132,11 @@ def read_checkpoint_config(folder: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def load_checkpoint(folder: str | os.PathLike[str], device: str = "cpu") -> AudioTokenizer:
-    """Rebuild a tokenizer from its folder, loading weights strictly."""
-    from soundtok.registry import build, get_family
+    """Rebuild a tokenizer from its folder: :func:`soundtok.load_checkpoint` (the registry reads folders now; this
+    name stays for callers that import it from here)."""
+    from soundtok.registry import load_checkpoint as load  # the one upward import here (tests/test_imports.py)
 
-    folder = Path(folder)
-    meta = read_checkpoint_config(folder)
-    if meta["family"] == "vocoder":
-        raise CheckpointError(
-            f"{folder} holds a mel vocoder, not a tokenizer; load it with soundtok.vocoder.load_vocoder"
-        )
-    try:
-        family = get_family(meta["family"])
-    except UnknownTokenizerError as exc:
-        raise CheckpointError(f"{folder / CONFIG_FILE}: {exc}") from None
-    config = parse_config(family.config_class, meta["config"], folder, family.name)
-    name = meta.get("name") or folder.name
-    tokenizer = build_matching_weights(lambda: build(family.name, config, name=name), folder, family.name)
-    load_weights(tokenizer, folder, family.name)
-    return tokenizer.to(device).eval()
+    return load(folder, device=device)
 
 
 def parse_config(config_class: type[C], data: Any, folder: Path, what: str) -> C:

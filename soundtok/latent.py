@@ -33,8 +33,9 @@ Implementations:
 
   ``model.safetensors``: the module's ``state_dict()``, loaded strictly.
 
-  A folder names a *registered* kind, never code: the loader looks the name up in :data:`AUTOENCODERS` (so the
-  package defining it must be imported first), checks ``kwargs`` against the constructor's parameters (JSON
+  A folder names a *registered* kind, never code: the loader looks the name up in the registry's latent
+  autoencoder families (:data:`soundtok.registry.LATENT_AUTOENCODERS`, filled by :func:`register_autoencoder`; so
+  the package defining it must be imported first), checks ``kwargs`` against the constructor's parameters (JSON
   scalars or lists of them, numbers finite and bounded), builds the model on the ``meta`` device to compare its
   tensor shapes with the weights file's header (so a config cannot allocate more than its weights), and only
   then builds it for real, loads the weights strictly and puts it in eval mode with gradients off. Version 1
@@ -73,6 +74,7 @@ from soundtok.errors import (
     UnknownTokenizerError,
 )
 from soundtok.fileio import atomic_write
+from soundtok.registry import LATENT_AUTOENCODERS, Family, add_family
 from soundtok.vocoder import GriffinLim, MelVocoder, load_vocoder
 
 AUTOENCODER_FORMAT = "soundtok-latent-autoencoder"
@@ -103,32 +105,38 @@ class LatentAutoencoder(Protocol):
 
 A = TypeVar("A", bound=type[nn.Module])
 
-#: the autoencoder classes a folder may name, by kind; filled by :func:`register_autoencoder` in code
-AUTOENCODERS: dict[str, type[nn.Module]] = {}
-
 
 def register_autoencoder(kind: str) -> Callable[[A], A]:
-    """Class decorator: let folders name this autoencoder class as ``kind``.
+    """Class decorator: let folders name this autoencoder class as ``kind`` (a family of the registry's latent
+    autoencoder kind, rebuilt from its constructor's keyword arguments). Registering the same class again is a
+    no-op.
 
     >>> @register_autoencoder("doc-example")
     ... class MyVAE(nn.Module): ...
-    >>> AUTOENCODERS.pop("doc-example") is MyVAE
+    >>> LATENT_AUTOENCODERS.families.pop("doc-example").cls is MyVAE
     True
     """
 
     def wrap(cls: A) -> A:
-        if AUTOENCODERS.get(kind, cls) is not cls:
+        known = LATENT_AUTOENCODERS.families.get(kind)
+        if known is None:
+            add_family(Family(kind, cls, config_class=None), LATENT_AUTOENCODERS)
+        elif known.cls is not cls:
             raise ValueError(f"latent autoencoder kind {kind!r} is registered twice")
-        AUTOENCODERS[kind] = cls
         return cls
 
     return wrap
 
 
+def _registered() -> dict[str, type[nn.Module]]:
+    """The registered autoencoder classes, by kind."""
+    return {kind: family.cls for kind, family in LATENT_AUTOENCODERS.families.items()}
+
+
 def _legacy_kind(class_path: str) -> str | None:
     """The registered kind whose class a version-1 folder named as ``"module:Class"``, if any. Only registered
     classes are compared (by the name they were saved under), so nothing is ever imported."""
-    by_path = {f"{cls.__module__}:{cls.__qualname__}": kind for kind, cls in AUTOENCODERS.items()}
+    by_path = {f"{cls.__module__}:{cls.__qualname__}": kind for kind, cls in _registered().items()}
     return by_path.get(class_path)
 
 
@@ -174,7 +182,7 @@ class MelLatentAutoencoder(nn.Module):
         if self._vocoder is None:
             try:
                 loaded = load_vocoder(self.vocoder_name)
-            except UnknownTokenizerError:
+            except (UnknownTokenizerError, TokenizerUnavailableError):
                 raise TokenizerUnavailableError(
                     f"the mel latent autoencoder decodes through the vocoder {self.vocoder_name!r}, which is not "
                     "installed: train it (soundtok train configs/vocoder-16k.yaml RUN_DIR) and copy its export to "
@@ -269,7 +277,7 @@ def save_latent_autoencoder(
     """
     if not isinstance(model, LatentAutoencoder):
         raise TypeError(f"{type(model).__name__} does not implement soundtok.latent.LatentAutoencoder")
-    kinds = [kind for kind, cls in AUTOENCODERS.items() if cls is type(model)]
+    kinds = [kind for kind, cls in _registered().items() if cls is type(model)]
     if not kinds:
         raise TypeError(
             f"{type(model).__qualname__} is not a registered latent autoencoder; decorate it with "
@@ -304,7 +312,7 @@ def load_latent_autoencoder(folder: str | os.PathLike[str], device: str = "cpu")
     if not isinstance(meta, dict) or meta.get("format") != AUTOENCODER_FORMAT:
         raise CheckpointError(f"{path}: not a latent autoencoder config (expected format {AUTOENCODER_FORMAT!r})")
     kind = _kind(meta, path)
-    cls = AUTOENCODERS[kind]
+    cls = _registered()[kind]
     kwargs = _checked_kwargs(cls, meta.get("kwargs", {}), path)
     model = build_matching_weights(lambda: cls(**kwargs), folder, f"latent autoencoder {kind!r}")
     if not isinstance(model, LatentAutoencoder):
@@ -324,12 +332,12 @@ def _kind(meta: dict[str, Any], path: Path) -> str:
         kind = _legacy_kind(named) if isinstance(named, str) else None
     elif version == AUTOENCODER_VERSION:
         named = meta.get("kind")
-        kind = named if isinstance(named, str) and named in AUTOENCODERS else None
+        kind = named if isinstance(named, str) and named in LATENT_AUTOENCODERS.families else None
     else:
         raise CheckpointError(f"{path}: version {version!r}, this soundtok reads versions 1 and {AUTOENCODER_VERSION}")
     if kind is None:
         raise CheckpointError(
-            f"{path}: {named!r:.100} is not a registered latent autoencoder (registered: {sorted(AUTOENCODERS)}); "
+            f"{path}: {named!r:.100} is not a registered latent autoencoder (registered: {sorted(_registered())}); "
             "import the package that registers it (@soundtok.latent.register_autoencoder) before loading"
         )
     return kind

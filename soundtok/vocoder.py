@@ -10,6 +10,9 @@ vocoder. Two implement the same interface, ``vocoder(mel [B, n_mels, F], frame_l
 * :class:`GriffinLim`, the no-training fallback: the mel is mapped back to a linear magnitude with the
   filterbank's pseudo-inverse, and the phase is found by fast Griffin-Lim (Perraudin et al., 2013).
 
+Both are registered vocoder families (:data:`soundtok.registry.VOCODERS`), with the presets ``vocoder-16k`` (the
+shipped checkpoint) and ``griffin-lim``; :func:`load_vocoder` loads a preset or a vocoder checkpoint folder.
+
 Frame ``i`` of the mel is centred on sample ``i * hop``, so ``F`` frames give ``(F - 1) * hop`` samples; audio of
 ``T`` samples (a multiple of the hop) gives ``T / hop + 1`` frames and comes back with exactly ``T`` samples.
 
@@ -26,18 +29,27 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Protocol
+from typing import Protocol, cast
 
 import torch
 from torch import nn
 
 from soundtok.audio.mel import MelConfig, log_mel
-from soundtok.checkpoint import build_matching_weights, load_weights, parse_config, read_checkpoint_config
 from soundtok.config import Config
-from soundtok.errors import CheckpointError, InvalidAudioError, UnknownTokenizerError
+from soundtok.errors import InvalidAudioError
 from soundtok.nn.spectral import ConvNeXtBlock, hann_window, overlap_add
-from soundtok.registry import CHECKPOINTS
+from soundtok.registry import CHECKPOINTS, VOCODERS, Preset, load_model, register_family, register_preset
+
+__all__ = [
+    "CHECKPOINTS",  # re-exported: where the shipped vocoder-16k lives
+    "GriffinLim",
+    "GriffinLimConfig",
+    "MelVocoder",
+    "Vocoder",
+    "VocoderConfig",
+    "load_vocoder",
+    "overlap_add",  # re-exported: the inverse STFT the vocoder ends in
+]
 
 
 class MelVocoder(Protocol):
@@ -72,6 +84,7 @@ class VocoderConfig(Config):
         return (self.kernel_size // 2) * (self.num_layers + 1)
 
 
+@register_family("vocoder", VocoderConfig, kind=VOCODERS)
 class Vocoder(nn.Module):
     """Vocos-style mel vocoder. ``forward`` trains; :meth:`synthesize` is the batched, chunked inference call.
 
@@ -140,6 +153,26 @@ class Vocoder(nn.Module):
             self.train(was_training)
 
 
+@dataclass(frozen=True)
+class GriffinLimConfig(Config):
+    """The settings of :class:`GriffinLim` (the ``griffin-lim`` preset: the defaults)."""
+
+    mel: MelConfig = field(default_factory=MelConfig)
+    iterations: int = 32
+    momentum: float = 0.99
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.iterations, int) or self.iterations < 1 or not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"Griffin-Lim needs iterations >= 1 and 0 <= momentum < 1, got {self}")
+
+
+@register_family(
+    "griffin-lim",
+    GriffinLimConfig,
+    kind=VOCODERS,
+    factory=lambda c, name: GriffinLim(c.mel, c.iterations, c.momentum, c.seed),
+)
 class GriffinLim(nn.Module):
     """The no-training vocoder: pseudo-inverse of the mel filterbank, then ``iterations`` of fast Griffin-Lim.
 
@@ -200,24 +233,8 @@ class GriffinLim(nn.Module):
 
 
 def load_vocoder(name_or_path: str | os.PathLike[str] = "vocoder-16k", device: str = "cpu") -> Vocoder | GriffinLim:
-    """A vocoder by name (``vocoder-16k``: the shipped one; ``griffin-lim``) or from a checkpoint folder."""
-    key = str(name_or_path)
-    if key == "griffin-lim":
-        return GriffinLim()
-    folder = CHECKPOINTS / key if (CHECKPOINTS / key).is_dir() else Path(name_or_path)
-    if not folder.exists():
-        raise UnknownTokenizerError(
-            f"{key!r} is neither a known vocoder nor a checkpoint folder; known: "
-            f"{', '.join(['griffin-lim', *sorted(p.name for p in CHECKPOINTS.glob('vocoder-*'))])}"
-        )
-    meta = read_checkpoint_config(folder)
-    if meta["family"] != Vocoder.family:
-        raise CheckpointError(f"{folder} holds a {meta['family']!r} model, not a vocoder; load it with soundtok.load")
-    config = parse_config(VocoderConfig, meta["config"], folder, "vocoder")
-    name = meta.get("name") or folder.name
-    vocoder = build_matching_weights(lambda: Vocoder(config, name=name), folder, Vocoder.family)
-    load_weights(vocoder, folder, Vocoder.family)
-    return vocoder.to(device).eval()
+    """A vocoder by preset name (``vocoder-16k``: the shipped one; ``griffin-lim``) or from a checkpoint folder."""
+    return cast(Vocoder | GriffinLim, load_model(VOCODERS, name_or_path, device))
 
 
 def _chunked(
@@ -263,3 +280,21 @@ def _check_mel(mel: torch.Tensor, config: MelConfig) -> None:
         raise InvalidAudioError(f"a vocoder needs at least 2 mel frames (one hop of audio), got {mel.shape[-1]}")
     if not torch.isfinite(mel).all():
         raise InvalidAudioError("the log-mel holds NaN or infinite values; check the features fed to the vocoder")
+
+
+register_preset(
+    Preset(
+        "vocoder-16k",
+        "vocoder",
+        "Vocos-style mel vocoder for soundtok's 16 kHz log-mel (decodes msn and semantic tokens)",
+        checkpoint=CHECKPOINTS / "vocoder-16k",
+    )
+)
+register_preset(
+    Preset(
+        "griffin-lim",
+        "griffin-lim",
+        "no-training fallback: filterbank pseudo-inverse + 32 iterations of fast Griffin-Lim",
+        config=GriffinLimConfig(),
+    )
+)

@@ -170,7 +170,6 @@ class MSNOutput:
         }
 
 
-
 class LatentEncoder(nn.Module):
     """Normalised latents ``[B, D, F]`` -> token vectors ``[B, E, F / K]`` (causal, bounded history)."""
 
@@ -193,7 +192,6 @@ class LatentEncoder(nn.Module):
         h = self.transformer(self.in_proj(latents.transpose(1, 2)), frame_lengths)  # [B, F, E]
         h = self.norm(h).reshape(batch, frames // self.downsample, -1)  # [B, T', K E]
         return self.down(h).transpose(1, 2)  # [B, E, T']
-
 
 
 @register_family("msn", MSNConfig)
@@ -286,7 +284,6 @@ class MSNTokenizer(LatentFlowTokenizer):
                 f"{latents.shape[-1]} latent frames is not a multiple of downsample={self.config.downsample}; "
                 f"crop to a whole number of tokens ({self.config.hop_length} samples each)"
             )
-
 
 
 for _name, _decoder, _what in (
