@@ -1,4 +1,5 @@
-"""The common interface of feature encoders, their output, and the registry behind :func:`load_encoder`.
+"""The common interface of feature encoders, their output, and the registry behind
+:func:`soundtok.encoders.load_encoder`.
 
 A feature encoder maps a batch of mono waveforms to continuous hidden states, one tensor per requested layer, at
 a fixed frame rate. It is the front end of the semantic tokenizer (k-means over a layer) and the continuous upper
@@ -25,17 +26,15 @@ Example (converts Whisper tiny.en into the cache on first use)::
 from __future__ import annotations
 
 import logging
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Self
+from typing import Self
 
 import torch
 from torch import nn
 
-from soundtok.errors import CheckpointError, InvalidAudioError, SoundtokError
+from soundtok.errors import InvalidAudioError, SoundtokError
 
 log = logging.getLogger(__name__)
 
@@ -228,27 +227,6 @@ def register_encoder(name: str, description: str, factory: Callable[..., Feature
 def list_encoders() -> dict[str, str]:
     """Registered encoder names and their descriptions (a local model folder is always accepted too)."""
     return dict(sorted(DESCRIPTIONS.items()))
-
-
-def load_encoder(
-    name_or_path: str | os.PathLike[str], layers: int | Sequence[int] | None = None, **options: Any
-) -> FeatureEncoder:
-    """A registered encoder (``whisper-tiny.en``, ``whisper-base``) or a local transformers folder holding a
-    HuBERT / wav2vec2 / WavLM model. ``layers`` sets the default layers ``forward`` returns (all when None)."""
-    key = os.fspath(name_or_path)
-    if key in ENCODERS:
-        return ENCODERS[key](layers=layers, **options)
-    path = Path(key).expanduser()
-    if path.is_dir():
-        from soundtok.encoders.hf import SSLFeatures  # imports transformers; only when asked for
-
-        return SSLFeatures(path, layers=layers, **options)
-    if path.exists() or os.sep in key or key.startswith((".", "~")):
-        raise CheckpointError(f"{key}: no such model folder (a folder with config.json and model weights)")
-    raise UnknownEncoderError(
-        f"unknown feature encoder {key!r}; choose one of {sorted(ENCODERS)} or pass a local folder holding a "
-        "HuBERT / wav2vec2 / WavLM model saved with save_pretrained"
-    )
 
 
 def require_transformers() -> None:

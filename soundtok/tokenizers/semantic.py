@@ -49,7 +49,8 @@ import torch
 from torch import Tensor, nn
 
 from soundtok.config import Config
-from soundtok.encoders.base import FeatureEncoder, load_encoder
+from soundtok.encoders import load_encoder
+from soundtok.encoders.base import FeatureEncoder
 from soundtok.encoders.store import FeatureStore
 from soundtok.errors import InvalidAudioError
 from soundtok.latent import LatentAutoencoder, module_fingerprint

@@ -20,6 +20,8 @@ import torch
 from soundtok.audio.io import load_audio, resample
 from soundtok.corpus.manifest import AudioItem, Manifest
 from soundtok.errors import AudioLoadingError
+from soundtok.train.crops import crop_length, speed_perturbed
+from soundtok.train.shard import Shard, ShardSampler
 
 if TYPE_CHECKING:
     from soundtok.train.config import DataConfig
@@ -70,44 +72,6 @@ class CropSampler:
         return torch.nn.functional.pad(wav, (0, length - wav.shape[-1]))
 
 
-@dataclass(frozen=True)
-class ShardSampler:
-    """Random crops of a training shard's audio held in memory (:mod:`soundtok.train.shard`), items picked in
-    proportion to their duration."""
-
-    audio: torch.Tensor  # [T]
-    items: tuple[tuple[str, str, int, int], ...]
-    segment: int
-    speed_perturb: float = 0.0  # see :func:`speed_perturbed`
-
-    def batch(self, batch_size: int, *, seed: int, step: int, rank: int = 0) -> torch.Tensor:
-        """``[batch_size, 1, segment]`` crops, the same for the same (seed, step, rank)."""
-        rng = random.Random(f"{seed}:{step}:{rank}")
-        out = torch.zeros(batch_size, 1, self.segment)
-        weights = [max(frames, 1) for *_, frames in self.items]
-        for b, (_, _, offset, frames) in enumerate(rng.choices(self.items, weights=weights, k=batch_size)):
-            length = crop_length(self.segment, self.speed_perturb, rng)
-            start = rng.randrange(max(frames - length, 0) + 1)
-            crop = self.audio[offset + start : offset + min(frames, start + length)]
-            crop = torch.nn.functional.pad(crop, (0, length - crop.shape[0]))
-            out[b, 0] = speed_perturbed(crop, self.segment)
-        return out
-
-
-def crop_length(segment: int, speed_perturb: float, rng: random.Random) -> int:
-    """Samples to crop for one ``segment``: ``segment`` times a speed factor drawn uniformly from
-    ``1 +- speed_perturb`` (no draw when 0, so the batches of runs without perturbation are unchanged)."""
-    return segment if not speed_perturb else int(round(segment * rng.uniform(1 - speed_perturb, 1 + speed_perturb)))
-
-
-def speed_perturbed(crop: torch.Tensor, segment: int) -> torch.Tensor:
-    """``crop [L]`` resampled to ``segment`` samples: played faster (``L > segment``) or slower, which moves pitch
-    and tempo together (Kaldi's speed perturbation; Ko et al. 2015). A crop of ``segment`` samples is returned
-    unchanged. The result has nothing above ``min(L, segment) / max(L, segment)`` of the Nyquist frequency: fine
-    for recognisers, harmful for generators that must rebuild the whole band (see ``DataConfig.speed_perturb``)."""
-    return crop if crop.shape[-1] == segment else resample(crop, crop.shape[-1], segment)
-
-
 def eval_clips(manifest: Manifest, sample_rate: int, count: int, seconds: float) -> list[tuple[str, torch.Tensor]]:
     """The first ``count`` held-out items (by id, spread over datasets), each cut to at most ``seconds``."""
     by_dataset: dict[str, list[AudioItem]] = {}
@@ -131,8 +95,6 @@ def training_data(
     """A recipe's training crops and held-out clips: from ``data.shard`` (its ``valid`` items held out), else
     from ``data.manifest`` or the shared corpus (``data.train_split`` / ``data.eval_split``)."""
     if data.shard is not None:
-        from soundtok.train.shard import Shard  # it imports this module
-
         shard = Shard.load(data.shard)
         return shard.sampler(sample_rate, data.segment_seconds, data.speed_perturb), shard.eval_clips(
             data.eval_items, data.eval_seconds

@@ -12,7 +12,7 @@ Both splits come from the corpus's *training* split: ``valid`` holds whole items
 a run without touching the corpus test split. Items are picked per dataset, in a seeded order that spreads them
 over speakers (one label value after another), until the dataset's share of the size budget is filled.
 
-:meth:`Shard.sampler` draws crops from the shard held in memory (:class:`~soundtok.train.data.ShardSampler`).
+:meth:`Shard.sampler` draws crops from the shard held in memory (:class:`ShardSampler`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import torch
 from soundtok.audio.io import load_audio
 from soundtok.corpus.manifest import AudioItem, Manifest
 from soundtok.errors import AudioLoadingError
-from soundtok.train.data import ShardSampler
+from soundtok.train.crops import crop_length, speed_perturbed
 
 FORMAT = 1
 SPLITS = ("train", "valid")
@@ -116,6 +116,30 @@ def build_shard(
     }
     (out / "shard.json").write_text(json.dumps(index, indent=1))
     return index
+
+
+@dataclass(frozen=True)
+class ShardSampler:
+    """Random crops of a training shard's audio held in memory (:class:`Shard`), items picked in
+    proportion to their duration."""
+
+    audio: torch.Tensor  # [T]
+    items: tuple[tuple[str, str, int, int], ...]
+    segment: int
+    speed_perturb: float = 0.0  # see :func:`speed_perturbed`
+
+    def batch(self, batch_size: int, *, seed: int, step: int, rank: int = 0) -> torch.Tensor:
+        """``[batch_size, 1, segment]`` crops, the same for the same (seed, step, rank)."""
+        rng = random.Random(f"{seed}:{step}:{rank}")
+        out = torch.zeros(batch_size, 1, self.segment)
+        weights = [max(frames, 1) for *_, frames in self.items]
+        for b, (_, _, offset, frames) in enumerate(rng.choices(self.items, weights=weights, k=batch_size)):
+            length = crop_length(self.segment, self.speed_perturb, rng)
+            start = rng.randrange(max(frames - length, 0) + 1)
+            crop = self.audio[offset + start : offset + min(frames, start + length)]
+            crop = torch.nn.functional.pad(crop, (0, length - crop.shape[0]))
+            out[b, 0] = speed_perturbed(crop, self.segment)
+        return out
 
 
 @dataclass(frozen=True)
