@@ -10,8 +10,8 @@ tested on: nothing is encoded again). Several runs are scored on the same settin
 
 *Selection.* ``--limit N`` keeps N test instructions per task (and N perplexity texts), taken round robin over the
 source datasets (an item's dataset is its manifest dataset, else the prefix of its id; within a dataset in the
-fixed pseudo-random order of :func:`selection_order`, never by id, whose order follows the classes), so every dataset
-stays represented; default: all. ``--quick`` (a smoke test) is ``--limit 4``,
+fixed pseudo-random order of :func:`soundtok.llm.runs.selection_order`, never by id, whose order follows the
+classes), so every dataset stays represented; default: all. ``--quick`` (a smoke test) is ``--limit 4``,
 ``--max-seconds 2``. ``--resume`` keeps the runs already in ``--out/audio_llm.json`` (same settings and threads,
 same model: steps and training tokens) and scores the others, so runs can be scored as they finish; each run records
 the command, date and seconds of its scoring.
@@ -93,13 +93,9 @@ import hashlib
 import json
 import logging
 import math
-import os
-import platform
-import shlex
-import sys
 import time
-from collections import Counter, defaultdict, deque
-from collections.abc import Callable, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,6 +104,7 @@ import numpy as np
 import torch
 
 import soundtok
+import soundtok.testing.dummies  # noqa: F401  (registers toy-tiny: runs of smoke tests are trained on it)
 from soundtok.audio.io import load_audio, resample
 from soundtok.corpus import AudioItem, Manifest
 from soundtok.corpus.loaders import load_shared_corpus
@@ -115,9 +112,12 @@ from soundtok.errors import MetricUnavailableError, SoundtokError
 from soundtok.eval.asr import normalize_text, wer
 from soundtok.eval.captions import caption_scores, caption_unavailable
 from soundtok.eval.perceptual import dnsmos
+from soundtok.eval.provenance import run_record
+from soundtok.eval.stats import bootstrap_mean, bootstrap_ratio, wilson
 from soundtok.llm.generate import generate_audio, generate_text
 from soundtok.llm.instructions import CLASSIFY_TASKS, TASKS, Instruction, class_name, from_jsonl, instruction_turns
 from soundtok.llm.recipe import INSTRUCTIONS_FILE, META_FILE, MODEL_DIR, TOKENS_DIR, AudioLLM, load_audio_llm
+from soundtok.llm.runs import dataset_of, run_items, run_names, select, stored_meta
 from soundtok.probes import BENCHMARK_PROBE, InputSpec, ProbeHead, TaskSplit, collate, encode_target, task_split
 from soundtok.store import TokenStore
 
@@ -135,48 +135,21 @@ PROBES = {
     "fsdd": ("digits", "classify_digit"),
 }
 CAPTION_COLUMNS = (("bleu4", "BLEU-4"), ("meteor", "METEOR"), ("rouge_l", "ROUGE-L"), ("cider", "CIDEr-D"))
-Z95 = 1.959963984540054
 
 
 # ------------------------------------------------------------------------------------------------------------
 # statistics
-def wilson(k: int, n: int) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion ``k / n``."""
-    if n == 0:
-        return math.nan, math.nan
-    p = k / n
-    denom = 1 + Z95**2 / n
-    centre = (p + Z95**2 / (2 * n)) / denom
-    half = Z95 * math.sqrt(p * (1 - p) / n + Z95**2 / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def bootstrap(
-    stat: Callable[[np.ndarray], float], n: int, *, resamples: int = 2000, seed: int = 0
-) -> tuple[float, float]:
-    """95% percentile bootstrap interval of ``stat(indices)`` over ``n`` items resampled with replacement."""
-    if n < 2:
-        return math.nan, math.nan
-    rng = np.random.default_rng(seed)
-    values = np.array([stat(rng.integers(0, n, n)) for _ in range(resamples)])
-    return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
-
-
 def mean_interval(values: Sequence[float]) -> dict[str, Any]:
     x = np.asarray(values, dtype=np.float64)
     if not len(x):
         return {"mean": math.nan, "low": math.nan, "high": math.nan, "n": 0}
-    low, high = bootstrap(lambda idx: float(x[idx].mean()), len(x))
+    low, high = bootstrap_mean(x.tolist())
     return {"mean": float(x.mean()), "low": low, "high": high, "n": len(x)}
 
 
-def ratio_interval(numerator: np.ndarray, denominator: np.ndarray) -> tuple[float, float]:
-    """95% bootstrap interval of ``sum(numerator) / sum(denominator)`` over items (a corpus-level rate)."""
-    return bootstrap(lambda idx: float(numerator[idx].sum() / denominator[idx].sum()), len(numerator))
-
-
 def proportion(k: int, n: int) -> dict[str, Any]:
-    low, high = wilson(k, n)
+    """Accuracy ``k / n`` with its 95% Wilson interval (all NaN when there are no items)."""
+    low, high = wilson(k, n) if n else (math.nan, math.nan)
     return {"accuracy": k / n if n else math.nan, "low": low, "high": high, "correct": k, "n": n}
 
 
@@ -187,63 +160,9 @@ def matches(answer: str, references: Sequence[str]) -> bool:
     return any(said == normalize_text(r) for r in references)
 
 
-def dataset_of(item_id: str, items: dict[str, AudioItem]) -> str:
-    item = items.get(item_id)
-    return item.dataset if item is not None and item.dataset else item_id.split("/", 1)[0]
-
-
-def selection_order(ins: Instruction) -> str:
-    """A fixed pseudo-random order (a hash of the id): ids are often sorted by class (FSDD's start with the digit,
-    RAVDESS's name the emotion), so the first N by id would be a few classes only."""
-    return hashlib.sha1(ins.id.encode()).hexdigest()
-
-
-def select(
-    instructions: Sequence[Instruction], limit: int | None, items: dict[str, AudioItem], split: str = "test"
-) -> dict[str, list[Instruction]]:
-    """The instructions of ``split`` per task (in :data:`TASKS` order), at most ``limit`` each, round robin over
-    datasets."""
-    by_task: dict[str, dict[str, deque[Instruction]]] = defaultdict(lambda: defaultdict(deque))
-    for ins in sorted((i for i in instructions if i.split == split), key=selection_order):
-        by_task[ins.task][dataset_of(ins.item_id, items)].append(ins)
-    out: dict[str, list[Instruction]] = {}
-    for task in TASKS:
-        queues = [by_task[task][d] for d in sorted(by_task[task])] if task in by_task else []
-        chosen: list[Instruction] = []
-        while any(queues) and (limit is None or len(chosen) < limit):
-            for q in queues:
-                if q and (limit is None or len(chosen) < limit):
-                    chosen.append(q.popleft())
-        if chosen:
-            out[task] = sorted(chosen, key=lambda i: i.id)
-    return out
-
-
-def run_manifest(meta: dict[str, Any], corpus: Manifest) -> dict[str, AudioItem]:
-    """Items of the run's manifest (``train_config.manifest``) by id, over the shared corpus's."""
-    items = {item.id: item for item in corpus}
-    path = (meta.get("train_config") or {}).get("manifest")
-    if path:
-        p = Path(path) if Path(path).is_absolute() or Path(path).exists() else ROOT / path
-        try:
-            items.update({item.id: item for item in Manifest.from_jsonl(p)})
-        except SoundtokError as exc:
-            log.warning("cannot read the run's manifest %s (%s); using the shared corpus", p, exc)
-    return items
-
-
 def sentence_case(transcript: str) -> str:
     text = " ".join(transcript.lower().split())
     return text[:1].upper() + text[1:] + "."
-
-
-def ensure_registered(name: str) -> None:
-    """Runs built on a test preset (``toy-tiny``, smoke tests) need soundtok.testing.dummies to load."""
-    from soundtok.registry import PRESETS, list_presets
-
-    list_presets()
-    if name not in PRESETS and name.endswith("-tiny") and not Path(name).exists():
-        import soundtok.testing.dummies  # noqa: F401
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -454,7 +373,7 @@ def understanding(
             errors = np.array(
                 [round(wer(i.references[0], answers[i.id]) * w) for i, w in zip(group, words, strict=True)]
             )
-            low, high = ratio_interval(errors, words)
+            low, high = bootstrap_ratio(errors.tolist(), words.tolist())
             out[task] = {"wer": float(errors.sum() / words.sum()), "low": low, "high": high, "n": len(group),
                          "errors": int(errors.sum()), "words": int(words.sum())}  # fmt: skip
         elif task == "caption":
@@ -646,18 +565,11 @@ def model_key(meta: dict[str, Any]) -> dict[str, Any]:
     return {k: meta.get(k) for k in ("llm", "audio_tokenizer", "steps", "train_tokens", "exported_at")}
 
 
-def stored_meta(folder: Path) -> dict[str, Any] | None:
-    """A run folder's model metadata, or None where the folder is not on this machine (scored elsewhere)."""
-    path = folder / MODEL_DIR / META_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
 def evaluate_run(run: Path, args: argparse.Namespace, shared: Shared) -> dict[str, Any]:
     meta = json.loads((run / MODEL_DIR / META_FILE).read_text())
-    ensure_registered(str(meta["audio_tokenizer"]))
     llm = load_audio_llm(run / MODEL_DIR)
     llm.model.eval()
-    items = run_manifest(meta, shared.corpus)
+    items = run_items(meta, shared.corpus, ROOT)
     shared.items.update(items)
     tasks = select(from_jsonl(run / INSTRUCTIONS_FILE), args.limit, items)
     store = TokenStore(run / TOKENS_DIR)
@@ -1024,17 +936,6 @@ def finite(x: Any) -> Any:
     return x
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                 if line.startswith("model name")]  # fmt: skip
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} CPUs, torch {torch.__version__}, load average {os.getloadavg()[0]:.1f}"
-
-
 def write(report: dict[str, Any], out: Path) -> str:
     out.mkdir(parents=True, exist_ok=True)
     (out / "audio_llm.json").write_text(json.dumps(finite(report), indent=1, default=str) + "\n")
@@ -1068,20 +969,6 @@ def previous_runs(out: Path, report: dict[str, Any], runs: dict[str, Path]) -> d
     return kept
 
 
-def start(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
-    """What the audio-LLM benchmarks share at start: check ``--limit`` and that every ``--runs`` folder is trained,
-    set up logging and ``--threads``; return each run's name in the report (its folder's name, or its path when two
-    folders share a name)."""
-    if args.limit is not None and args.limit < 1:
-        parser.error("--limit must be at least 1")
-    missing = [str(r) for r in args.runs if not (r / MODEL_DIR / META_FILE).is_file()]
-    if missing:
-        parser.error(f"not trained run folders (no {MODEL_DIR}/{META_FILE}): {missing}")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    torch.set_num_threads(args.threads)
-    return [r.name if [x.name for x in args.runs].count(r.name) == 1 else str(r) for r in args.runs]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", nargs="+", type=Path, required=True, help="run folders (each with model/)")
@@ -1104,14 +991,19 @@ def main() -> None:
         args.limit = args.limit or 4
         args.max_seconds = args.max_seconds or 2.0
     args.max_seconds = args.max_seconds or 5.0
-    names = start(parser, args)
+    if args.limit is not None and args.limit < 1:
+        parser.error("--limit must be at least 1")
+    try:
+        names = run_names(args.runs)
+    except ValueError as exc:
+        parser.error(str(exc))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(args.threads)
 
     started = time.time()
     shared = Shared(args)
     report: dict[str, Any] = {
-        "command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "machine": machine(),
+        **run_record(threads=args.threads),
         "threads": args.threads,
         "settings": {
             "limit": args.limit,
@@ -1139,7 +1031,7 @@ def main() -> None:
         # read from the run's files, not measured: refreshed for kept runs too
         meta = json.loads((run / MODEL_DIR / META_FILE).read_text())
         instructions = from_jsonl(run / INSTRUCTIONS_FILE)
-        tasks = select(instructions, args.limit, run_manifest(meta, shared.corpus))
+        tasks = select(instructions, args.limit, run_items(meta, shared.corpus, ROOT))
         report["runs"][name]["prior"] = blind_prior(instructions, tasks)
         report["runs"][name]["throughput"]["train"] = train_speed(run, meta)
         report["probes"] = shared.probes_summary()

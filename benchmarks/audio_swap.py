@@ -18,12 +18,13 @@ text.
 
 Definitions
 -----------
-*Selection*: :func:`audio_llm.select` (``--limit`` instructions per task, round robin over the source datasets) on
-``--split`` (default ``test``). *Partner* of instruction ``i``: among the instructions of the same task and split
-whose item differs and whose reference answers share none with ``i``'s (after ``normalize_text``), those of the
-same source dataset if any, the one whose audio is nearest in length to ``i``'s (ties: :func:`selection_order`).
-Nearest length keeps the number of audio tokens, which alone reveals duration, about the same: a model that reads
-only the length of the clip gains little. The partner may come from outside the selection.
+*Selection*: :func:`soundtok.llm.runs.select`, as in ``benchmarks/audio_llm.py`` (``--limit`` instructions per task,
+round robin over the source datasets) on ``--split`` (default ``test``). *Partner* of instruction ``i``: among the
+instructions of the same task and split whose item differs and whose reference answers share none with ``i``'s
+(after ``normalize_text``), those of the same source dataset if any, the one whose audio is nearest in length to
+``i``'s (ties: :func:`soundtok.llm.runs.selection_order`). Nearest length keeps the number of audio tokens, which
+alone reveals duration, about the same: a model that reads only the length of the clip gains little. The partner
+may come from outside the selection.
 
 *Score*: the mean negative log-likelihood (nats per token, the whole vocabulary's softmax) of the ids the training
 loss supervises (``Rendered.supervised``: the answer and its end markers) given everything before them. Per task:
@@ -42,8 +43,6 @@ import argparse
 import json
 import logging
 import math
-import shlex
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -54,28 +53,18 @@ from typing import Any
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from audio_llm import (  # noqa: E402
-    dataset_of,
-    ensure_registered,
-    machine,
-    mean_interval,
-    run_manifest,
-    select,
-    selection_order,
-    start,
-    stored_meta,
-    wilson,
-)
-
-from soundtok.corpus import Manifest  # noqa: E402
-from soundtok.corpus.loaders import load_shared_corpus  # noqa: E402
-from soundtok.eval.asr import normalize_text  # noqa: E402
-from soundtok.llm.instructions import Instruction, from_jsonl, instruction_turns  # noqa: E402
-from soundtok.llm.prompt import PromptFormat  # noqa: E402
-from soundtok.llm.recipe import INSTRUCTIONS_FILE, META_FILE, MODEL_DIR, TOKENS_DIR, load_audio_llm  # noqa: E402
-from soundtok.store import TokenStore  # noqa: E402
-from soundtok.types import Tokens  # noqa: E402
+import soundtok.testing.dummies  # noqa: F401  (registers toy-tiny: runs of smoke tests are trained on it)
+from soundtok.corpus import Manifest
+from soundtok.corpus.loaders import load_shared_corpus
+from soundtok.eval.asr import normalize_text
+from soundtok.eval.provenance import run_record
+from soundtok.eval.stats import bootstrap_mean, wilson
+from soundtok.llm.instructions import Instruction, from_jsonl, instruction_turns
+from soundtok.llm.prompt import PromptFormat
+from soundtok.llm.recipe import INSTRUCTIONS_FILE, META_FILE, MODEL_DIR, TOKENS_DIR, load_audio_llm
+from soundtok.llm.runs import dataset_of, run_items, run_names, select, selection_order, stored_meta
+from soundtok.store import TokenStore
+from soundtok.types import Tokens
 
 log = logging.getLogger("audio_swap")
 ROOT = Path(__file__).resolve().parents[1]
@@ -157,17 +146,17 @@ def score_pair(model: Any, fmt: PromptFormat, pair: Pair, store: TokenStore) -> 
 def summarise(own: Sequence[float], swapped: Sequence[float]) -> dict[str, Any]:
     """Mean NLLs, the paired gap with a bootstrap interval and the own-wins rate with a Wilson interval."""
     a, b = np.asarray(own, dtype=np.float64), np.asarray(swapped, dtype=np.float64)
-    gap = mean_interval((b - a).tolist())
-    n = gap["n"]
+    n = len(a)
+    gap_low, gap_high = bootstrap_mean((b - a).tolist())
     wins = float(np.sum(b > a) + 0.5 * np.sum(b == a))
-    win_low, win_high = wilson(round(wins), n)
+    win_low, win_high = wilson(round(wins), n) if n else (math.nan, math.nan)
     return {
         "n": n,
         "own_nll": float(a.mean()) if n else math.nan,
         "swapped_nll": float(b.mean()) if n else math.nan,
-        "gap": gap["mean"],
-        "gap_low": gap["low"],
-        "gap_high": gap["high"],
+        "gap": float((b - a).mean()) if n else math.nan,
+        "gap_low": gap_low,
+        "gap_high": gap_high,
         "own_wins": wins / n if n else math.nan,
         "wins_low": win_low,
         "wins_high": win_high,
@@ -176,10 +165,9 @@ def summarise(own: Sequence[float], swapped: Sequence[float]) -> dict[str, Any]:
 
 def evaluate_run(run: Path, args: argparse.Namespace, corpus: Manifest) -> dict[str, Any]:
     meta = json.loads((run / MODEL_DIR / META_FILE).read_text())
-    ensure_registered(str(meta["audio_tokenizer"]))
     llm = load_audio_llm(run / MODEL_DIR)
     llm.model.eval()
-    items = run_manifest(meta, corpus)
+    items = run_items(meta, corpus, ROOT)
     instructions = from_jsonl(run / INSTRUCTIONS_FILE)
     selected = select(instructions, args.limit, items, split=args.split)
     store = TokenStore(run / TOKENS_DIR)
@@ -294,14 +282,19 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--resume", action="store_true", help="keep the runs already scored in the --out report")
     args = parser.parse_args()
-    names = start(parser, args)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(args.threads)
+    try:
+        names = run_names(args.runs)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.limit is not None and args.limit < 1:
+        parser.error("--limit must be at least 1")
 
     started = time.time()
     corpus = load_shared_corpus(args.corpus)
     report: dict[str, Any] = {
-        "command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "machine": machine(),
+        **run_record(threads=args.threads),
         "threads": args.threads,
         "split": args.split,
         "limit": args.limit,

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import soundtok
 from soundtok.audio.io import load_audio, resample
 from soundtok.eval import asr, perceptual
 from soundtok.eval import tokens as token_metrics
+from soundtok.eval.provenance import machine
 from soundtok.eval.stats import mean_ci
 from soundtok.registry import PRESETS, available
 
@@ -34,8 +34,6 @@ ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "corpus"
 TOKENIZERS = ["mulaw-8bit-16k", "mulaw-8bit-8k", "mulaw-4bit-8k", "codec2-3200", "codec2-1200", "codec2-700c"]
 METRICS = ["stoi", "pesq_wb", "pesq_nb", "wer", "dwer"]
-
-
 
 
 def main() -> None:
@@ -88,7 +86,7 @@ def main() -> None:
         "clips": len(rows),
         "audio_seconds": round(seconds, 1),
         "elapsed_seconds": round(elapsed, 1),
-        "machine": f"{platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}",
+        "machine": machine(),
         "skipped": skipped,
         "tokenizers": {},
     }

@@ -22,14 +22,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import platform
 import time
 from pathlib import Path
 
-import torch
-
 import soundtok
 from soundtok.corpus.loaders import load_shared_corpus
+from soundtok.eval.provenance import machine
 from soundtok.eval.signal import mel_distance
 from soundtok.eval.tokens import token_stats
 from soundtok.train.config import load_config
@@ -128,7 +126,7 @@ def main() -> None:
         f"{args.clips}`. Same seed and batches for every variant; {len(clips)} held-out clips (test split, all "
         f"datasets, <= 4 s), encoded with all {levels} levels. Usage = fraction of the 1024 codes used, entropy in "
         f"bits per code (10 = uniform), each as the mean over levels [lowest, highest level]; mel distance with all "
-        f"levels (lower is better). Machine: {platform.machine()}, {torch.get_num_threads()} threads.",
+        f"levels (lower is better). Machine: {machine()}.",
         "",
         "| variant | codes used | entropy bits | entropy / nominal bit/s | mel distance | train s |",
         "|---|---|---|---|---|---|",

@@ -16,93 +16,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+import torch
+import yaml
 
-CHILD = r"""
-import json, resource, statistics, sys, time, torch, yaml
 import soundtok
 from soundtok.audio.io import resample
-from soundtok.testing import load_fixture
-name, seconds, threads, repeats = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-torch.set_num_threads(threads)
-torch.manual_seed(0)
-clip, sr = load_fixture("speech")
-weights = "random"
+from soundtok.eval.speed import in_fresh_process, median_seconds, peak_rss_mb
+from soundtok.fixtures import load_fixture
 
-def audio(rate):
-    x = clip if rate == sr else resample(clip, sr, rate)
-    n = int(seconds * rate)
-    return x.repeat(1, n // x.shape[-1] + 1)[:, :n][None]  # [1, 1, T]
-
-if name == "soundtok codec-16k":
-    from soundtok.registry import CHECKPOINTS
-    from soundtok.tokenizers.codec import CodecConfig, CodecTokenizer
-    weights = "trained" if (CHECKPOINTS / "codec-16k" / "config.json").is_file() else "random"
-    if weights == "trained":
-        model = soundtok.load("codec-16k")
-    else:
-        model = CodecTokenizer(CodecConfig.from_dict(yaml.safe_load(open(sys.argv[5]))["model"])).eval()
-    model.set_num_codebooks(4)  # 4 x 10 bit x 50 Hz = 2 kbit/s
-    wav = audio(16000)
-    enc = lambda: model.encode(wav, 16000)
-    tokens = enc()
-    dec = lambda: model.decode(tokens)
-    params = sum(p.numel() for p in model.parameters())
-    bitrate = model.bitrate
-elif name in ("soundtok vocoder-16k", "Griffin-Lim (32 iterations)"):
-    from soundtok.registry import CHECKPOINTS
-    from soundtok.audio.mel import log_mel
-    from soundtok.vocoder import GriffinLim, Vocoder, VocoderConfig, load_vocoder
-    weights = "trained" if (CHECKPOINTS / "vocoder-16k" / "config.json").is_file() else "random"
-    if name.startswith("Griffin"):
-        model, weights = GriffinLim(), "none"
-    elif weights == "trained":
-        model = load_vocoder("vocoder-16k")
-    else:
-        model = Vocoder(VocoderConfig.from_dict(yaml.safe_load(open(sys.argv[6]))["model"])).eval()
-    wav = audio(16000)[0]  # [1, T]
-    enc = lambda: log_mel(wav, model.mel_config)
-    mel = enc()
-    dec = lambda: model.synthesize(mel)
-    params = sum(p.numel() for p in model.parameters())
-    bitrate = None
-elif name == "EnCodec (transformers, 24 kHz)":
-    from transformers import EncodecConfig, EncodecModel
-    model = EncodecModel(EncodecConfig()).eval()
-    wav = audio(24000)
-    enc = lambda: model.encode(wav, bandwidth=1.5)
-    out = enc()
-    dec = lambda: model.decode(out.audio_codes, out.audio_scales)
-    params = sum(p.numel() for p in model.parameters())
-    bitrate = 1500.0
-elif name == "DAC (transformers, 16 kHz)":
-    from transformers import DacConfig, DacModel
-    model = DacModel(DacConfig(sampling_rate=16000)).eval()
-    wav = audio(16000)
-    enc = lambda: model.encode(wav)
-    out = enc()
-    dec = lambda: model.decode(audio_codes=out.audio_codes)
-    params = sum(p.numel() for p in model.parameters())
-    bitrate = model.config.frame_rate * model.config.n_codebooks * 10 if hasattr(model.config, "frame_rate") else None
-else:
-    raise SystemExit(f"unknown model {name}")
-
-def timed(fn):
-    with torch.inference_mode():
-        fn()  # warm-up
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter(); fn(); times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-e, d = timed(enc), timed(dec)
-print(json.dumps({"name": name, "weights": weights, "params": params, "bitrate": bitrate, "encode_s": e, "decode_s": d,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
-"""
+ROOT = Path(__file__).resolve().parents[1]
 
 MODELS = [
     "soundtok codec-16k",
@@ -113,6 +39,78 @@ MODELS = [
 ]
 
 
+def measure(
+    name: str, seconds: float, threads: int, repeats: int, config: Path, vocoder_config: Path
+) -> dict[str, Any]:
+    """Encode and decode times of one model (``--child``: run in a fresh process, so the peak RSS is its own)."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    clip, sr = load_fixture("speech")
+
+    def audio(rate: int) -> torch.Tensor:
+        x = clip if rate == sr else resample(clip, sr, rate)
+        n = int(seconds * rate)
+        return x.repeat(1, n // x.shape[-1] + 1)[:, :n][None]  # [1, 1, T]
+
+    model: Any
+    enc: Callable[[], Any]
+    dec: Callable[[], Any]
+    bitrate: float | None
+    if name == "soundtok codec-16k":
+        from soundtok.registry import CHECKPOINTS
+        from soundtok.tokenizers.codec import CodecConfig, CodecTokenizer
+
+        weights = "trained" if (CHECKPOINTS / "codec-16k" / "config.json").is_file() else "random"
+        if weights == "trained":
+            model = soundtok.load("codec-16k")
+        else:
+            model = CodecTokenizer(CodecConfig.from_dict(yaml.safe_load(config.read_text())["model"])).eval()
+        model.set_num_codebooks(4)  # 4 x 10 bit x 50 Hz = 2 kbit/s
+        wav = audio(16000)
+        tokens = model.encode(wav, 16000)
+        enc, dec = (lambda: model.encode(wav, 16000)), (lambda: model.decode(tokens))
+        bitrate = model.bitrate
+    elif name in ("soundtok vocoder-16k", "Griffin-Lim (32 iterations)"):
+        from soundtok.audio.mel import log_mel
+        from soundtok.registry import CHECKPOINTS
+        from soundtok.vocoder import GriffinLim, Vocoder, VocoderConfig, load_vocoder
+
+        weights = "trained" if (CHECKPOINTS / "vocoder-16k" / "config.json").is_file() else "random"
+        if name.startswith("Griffin"):
+            model, weights = GriffinLim(), "none"
+        elif weights == "trained":
+            model = load_vocoder("vocoder-16k")
+        else:
+            model = Vocoder(VocoderConfig.from_dict(yaml.safe_load(vocoder_config.read_text())["model"])).eval()
+        wav = audio(16000)[0]  # [1, T]
+        mel = log_mel(wav, model.mel_config)
+        enc, dec = (lambda: log_mel(wav, model.mel_config)), (lambda: model.synthesize(mel))
+        bitrate = None
+    elif name == "EnCodec (transformers, 24 kHz)":
+        from transformers import EncodecConfig, EncodecModel
+
+        weights, model = "random", EncodecModel(EncodecConfig()).eval()
+        wav = audio(24000)
+        out = model.encode(wav, bandwidth=1.5)
+        enc, dec = (lambda: model.encode(wav, bandwidth=1.5)), (lambda: model.decode(out.audio_codes, out.audio_scales))
+        bitrate = 1500.0
+    elif name == "DAC (transformers, 16 kHz)":
+        from transformers import DacConfig, DacModel
+
+        weights, model = "random", DacModel(DacConfig(sampling_rate=16000)).eval()
+        wav = audio(16000)
+        out = model.encode(wav)
+        enc, dec = (lambda: model.encode(wav)), (lambda: model.decode(audio_codes=out.audio_codes))
+        frame_rate = getattr(model.config, "frame_rate", None)
+        bitrate = frame_rate * model.config.n_codebooks * 10 if frame_rate is not None else None
+    else:
+        raise SystemExit(f"unknown model {name}")
+    params = sum(p.numel() for p in model.parameters())
+    e, d = median_seconds(enc, repeats), median_seconds(dec, repeats)
+    return {"name": name, "weights": weights, "params": params, "bitrate": bitrate, "encode_s": e, "decode_s": d,
+            "peak_rss_mb": peak_rss_mb()}  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=30.0)
@@ -121,15 +119,20 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "codec-16k.yaml")
     parser.add_argument("--vocoder-config", type=Path, default=ROOT / "configs" / "vocoder-16k.yaml")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--child", choices=MODELS, help=argparse.SUPPRESS)  # a fresh process: one model
     args = parser.parse_args()
+    settings = (args.seconds, args.threads, args.repeats, args.config, args.vocoder_config)
+    if args.child:
+        print(json.dumps(measure(args.child, *settings)))
+        return
     rows = []
     for name in MODELS:
-        argv = [name, *map(str, (args.seconds, args.threads, args.repeats, args.config, args.vocoder_config))]
-        done = subprocess.run([sys.executable, "-c", CHILD, *argv], capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            print(done.stderr[-3000:], file=sys.stderr)
-            raise SystemExit(f"{name} failed")
-        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        flags = ["--seconds", "--threads", "--repeats", "--config", "--vocoder-config"]
+        argv = [__file__, "--child", name, *(x for f, v in zip(flags, settings, strict=True) for x in (f, str(v)))]
+        try:
+            rows.append(in_fresh_process(argv))
+        except ChildProcessError as exc:
+            raise SystemExit(f"{name} failed: {exc}") from None
         print(rows[-1], flush=True)
     ours = rows[0]["encode_s"] + rows[0]["decode_s"]
     lines = [

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import platform
 import shlex
 import sys
 import time
@@ -41,9 +40,10 @@ import soundtok
 from soundtok.audio.io import load_audio
 from soundtok.corpus.loaders import load_shared_corpus
 from soundtok.encoders.store import FeatureStore
+from soundtok.eval.provenance import command_line, machine
+from soundtok.fixtures import load_fixture
 from soundtok.nn.kmeans import nearest
 from soundtok.probes import BENCHMARK_PROBE, TASKS, InputSpec, summarise, task_split, train_probe
-from soundtok.testing import load_fixture
 from soundtok.tokenizers.semantic import SemanticConfig, SemanticTokenizer
 
 log = logging.getLogger("dasb")
@@ -181,7 +181,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ids = sorted({it.id for s in splits.values() for it in (*s.train, *s.test)})
     for system in args.systems:
         row = results["rows"].setdefault(system, {"tasks": {}})
-        row.setdefault("command", this_command())  # the run that made the row (--resume adds rows to older ones)
+        row.setdefault("command", command_line())  # the run that made the row (--resume adds rows to older ones)
         spec, inputs = system_inputs(system, ids, paths, args.work)
         if "bitrate" not in row:
             row["bitrate"], row["encode_rtf"] = encode_rtf(system, args.threads)
@@ -206,15 +206,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
-def this_command() -> str:
-    command = " ".join(shlex.quote(a) for a in sys.argv)
-    return command if command.startswith("python ") else f"python {command}"
-
-
 def write(results: dict[str, Any], args: argparse.Namespace) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
-    results["command"] = this_command()
-    results["machine"] = f"{platform.processor() or platform.machine()}, probes on 1 thread each"
+    results["command"] = command_line()
+    if not args.render:  # --render keeps the machine that measured the rows
+        results["machine"] = machine(threads="probes on 1 thread each")
     results["probe"] = BENCHMARK_PROBE.to_dict()
     (args.out / "dasb.json").write_text(json.dumps(results, indent=1))
     tasks = [t for t in TASK_ORDER if t in args.tasks]

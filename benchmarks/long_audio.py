@@ -13,39 +13,53 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
+import time
 from pathlib import Path
+from typing import Any
+
+import torch
+
+import soundtok
+import soundtok.testing.dummies  # noqa: F401  (registers toy-tiny, one of the rows)
+from soundtok.eval.speed import in_fresh_process, peak_rss_mb
+from soundtok.fixtures import load_fixture
 
 ROOT = Path(__file__).resolve().parents[1]
 
-CHILD = r"""
-import json, resource, sys, time, torch
-import soundtok, soundtok.testing.dummies
-from soundtok.testing import load_fixture
-torch.set_num_threads(2)
-name, minutes, chunk = sys.argv[1], float(sys.argv[2]), sys.argv[3]
-clip, sr = load_fixture("speech")
-total = int(minutes * 60 * sr)
-wav = clip.repeat(1, total // clip.shape[-1] + 1)[:, :total][None]  # [1, 1, T]
-out = {"name": name, "chunk": chunk}
-if name != "load only":
-    tok = soundtok.load(name)
-    chunk_s = None if chunk == "default" else float(chunk)
-    t0 = time.perf_counter(); tokens = tok.encode(wav, sr, chunk_seconds=chunk_s); t1 = time.perf_counter()
-    audio = tok.decode(tokens, chunk_seconds=chunk_s); t2 = time.perf_counter()
-    assert audio.shape[-1] == tokens.lengths[0]
-    out.update(encode_s=t1 - t0, decode_s=t2 - t1, frames=[c.shape[1] for c in tokens.codes][:1])
-out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps(out))
-"""
+
+def measure(name: str, minutes: float, chunk: str) -> dict[str, Any]:
+    """One row (``--child``: run in a fresh process, so the peak RSS is its own): ``minutes`` of the bundled speech
+    clip, tiled, through ``name`` (``"load only"``: the input alone); ``chunk`` is ``"default"`` or seconds."""
+    torch.set_num_threads(2)
+    clip, sr = load_fixture("speech")
+    total = int(minutes * 60 * sr)
+    wav = clip.repeat(1, total // clip.shape[-1] + 1)[:, :total][None]  # [1, 1, T]
+    out: dict[str, Any] = {"name": name, "chunk": chunk}
+    if name != "load only":
+        tok = soundtok.load(name)
+        chunk_s = None if chunk == "default" else float(chunk)
+        t0 = time.perf_counter()
+        tokens = tok.encode(wav, sr, chunk_seconds=chunk_s)
+        t1 = time.perf_counter()
+        audio = tok.decode(tokens, chunk_seconds=chunk_s)
+        t2 = time.perf_counter()
+        if audio.shape[-1] != tokens.lengths[0]:
+            raise RuntimeError(f"{name} decoded {audio.shape[-1]} samples of {int(tokens.lengths[0])}")
+        out.update(encode_s=t1 - t0, decode_s=t2 - t1, frames=[c.shape[1] for c in tokens.codes][:1])
+    out["peak_rss_mb"] = peak_rss_mb()
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=60.0)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--child", help=argparse.SUPPRESS)  # a fresh process: one tokenizer (with --chunk)
+    parser.add_argument("--chunk", default="default", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        print(json.dumps(measure(args.child, args.minutes, args.chunk)))
+        return
     runs = [
         ("load only", "default"),
         ("mulaw-8bit-16k", "default"),
@@ -55,13 +69,10 @@ def main() -> None:
     ]
     rows = []
     for name, chunk in runs:
-        done = subprocess.run(
-            [sys.executable, "-c", CHILD, name, str(args.minutes), chunk], capture_output=True, text=True, check=False
-        )
-        if done.returncode != 0:
-            print(done.stderr, file=sys.stderr)
-            raise SystemExit(f"{name} failed")
-        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        try:
+            rows.append(in_fresh_process([__file__, "--child", name, "--minutes", str(args.minutes), "--chunk", chunk]))
+        except ChildProcessError as exc:
+            raise SystemExit(f"{name} failed: {exc}") from None
         print(rows[-1], flush=True)
     audio_s = args.minutes * 60
     lines = [

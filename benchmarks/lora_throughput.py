@@ -31,16 +31,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
-import resource
-import shlex
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
+
+from soundtok.eval.provenance import run_record
+from soundtok.eval.speed import in_fresh_process, peak_rss_mb
 
 ROOT = Path(__file__).resolve().parents[1]
 # variant -> (logits, micro_batch_ids)
@@ -96,7 +93,7 @@ def one(run: Path, variant: str, steps: int, n_examples: int) -> dict[str, Any]:
         "seconds_per_step": seconds_per_step,
         "supervised_tokens": result.train_tokens,
         "supervised_per_second": result.train_tokens / (seconds_per_step * steps),
-        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "peak_rss_gb": peak_rss_mb() / 1024,
         "final_loss": result.final_loss,
     }
 
@@ -148,19 +145,17 @@ def main() -> None:
     rows = []
     for threads in args.threads:
         for variant in VARIANTS:
-            child = [sys.executable, __file__, "--run", str(args.run), "--steps", str(args.steps),
+            child = [__file__, "--run", str(args.run), "--steps", str(args.steps),
                      "--examples", str(args.examples), "--one", variant]  # fmt: skip
             env = os.environ | {"OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1"}
-            done = subprocess.run(child, env=env, capture_output=True, text=True)
-            if done.returncode != 0:
-                raise SystemExit(f"{' '.join(child)} failed:\n{done.stderr[-3000:]}")
-            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            try:
+                rows.append(in_fresh_process(child, env))
+            except ChildProcessError as exc:
+                raise SystemExit(str(exc)) from None
             print(f"{threads} thread(s), {variant}: {rows[-1]['seconds_per_step']:.2f} s/step", flush=True)
     config = json.loads(meta_path.read_text())["train_config"]
     report = {
-        "command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+        **run_record(threads="threads per row"),
         "run": str(args.run),
         "llm": config["llm"],
         "audio_tokenizer": config["audio_tokenizer"],

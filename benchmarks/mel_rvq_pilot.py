@@ -17,22 +17,18 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from validate_speech import interval, pocketsphinx_clips  # noqa: E402
-
-import soundtok  # noqa: E402
-from soundtok.audio.io import load_audio, resample  # noqa: E402
-from soundtok.audio.mel import MelConfig, log_mel  # noqa: E402
-from soundtok.corpus.loaders import load_shared_corpus  # noqa: E402
-from soundtok.eval import mel_distance, normalize_text, stoi, transcribe, wer  # noqa: E402
-from soundtok.nn.kmeans import fit_kmeans, nearest  # noqa: E402
-from soundtok.vocoder import GriffinLim  # noqa: E402
+import soundtok
+from soundtok.audio.io import load_audio, resample
+from soundtok.audio.mel import MelConfig, log_mel
+from soundtok.corpus.loaders import load_pocketsphinx_testdata, load_shared_corpus
+from soundtok.eval import mean_ci, mel_distance, normalize_text, stoi, transcribe, wer
+from soundtok.nn.kmeans import fit_kmeans, nearest
+from soundtok.vocoder import GriffinLim
 
 MEL = MelConfig()
 BITS_PER_LEVEL = 10 * MEL.sample_rate / MEL.hop_length  # 1024 entries at 62.5 frames/s: 625 bit/s
@@ -75,6 +71,12 @@ class MelRVQ:
         return (out * self.std + self.mean).T
 
 
+def pocketsphinx_clips() -> list[tuple[str, torch.Tensor, str | None]]:
+    """The out-of-corpus set of benchmarks/validate_speech.py, with its transcripts."""
+    items = load_pocketsphinx_testdata()
+    return [(i.id, load_audio(i.path, sample_rate=16000, channels=1)[0], i.labels["transcript"]) for i in items]
+
+
 def corpus_test_speech(per_dataset: int, max_seconds: float) -> list[tuple[str, torch.Tensor, str | None]]:
     """Evenly spaced test-split clips of LibriSpeech and RAVDESS, as the resynthesis benchmark picks them."""
     clips: list[tuple[str, torch.Tensor, str | None]] = []
@@ -104,15 +106,15 @@ def score(systems: dict, clips: list) -> dict:
         words = sum(r["words"] for r in rows)
         pooled = sum(r["wer"] * r["words"] for r in rows) / max(words, 1)
         results[label] = {"wer": pooled, "clips": rows}
-        print(f"  {label}: STOI {interval([r['stoi'] for r in rows])[0]:.3f} WER {pooled:.3f}", flush=True)
+        print(f"  {label}: STOI {mean_ci([r['stoi'] for r in rows])[0]:.3f} WER {pooled:.3f}", flush=True)
     return results
 
 
 def table(results: dict, bitrates: dict) -> str:
     lines = ["| system | kbit/s | mel dist ↓ | STOI ↑ | WER ↓ (pooled) |", "|---|---|---|---|---|"]
     for label, r in results.items():
-        mel = "{:.3f} ± {:.3f}".format(*interval([c["mel_distance"] for c in r["clips"]]))
-        st = "{:.3f} ± {:.3f}".format(*interval([c["stoi"] for c in r["clips"]]))
+        mel = "{:.3f} ± {:.3f}".format(*mean_ci([c["mel_distance"] for c in r["clips"]]))
+        st = "{:.3f} ± {:.3f}".format(*mean_ci([c["stoi"] for c in r["clips"]]))
         lines.append(f"| {label} | {bitrates[label]} | {mel} | {st} | {r['wer']:.3f} |")
     return "\n".join(lines)
 

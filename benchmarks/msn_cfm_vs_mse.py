@@ -45,10 +45,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
-import platform
-import shlex
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -62,6 +58,8 @@ from soundtok.audio.io import load_audio
 from soundtok.corpus.loaders import load_shared_corpus
 from soundtok.errors import MetricUnavailableError
 from soundtok.eval import asr, perceptual, signal, speaker
+from soundtok.eval.provenance import run_record
+from soundtok.eval.stats import mean_ci
 from soundtok.eval.tokens import token_stats
 from soundtok.tokenizers.msn import MSNTokenizer, latent_mse
 from soundtok.train.flow import codebook_perplexity
@@ -161,29 +159,6 @@ def restamp(tokens: Tokens, tok: MSNTokenizer) -> Tokens:
 
 # ------------------------------------------------------------------------------------------------------------
 # statistics
-def t_critical(n: int) -> float:
-    """Two-sided 95% Student t quantile for ``n`` values (``n - 1`` degrees of freedom)."""
-    if n < 2:
-        return float("nan")
-    try:
-        from scipy.stats import t
-
-        return float(t.ppf(0.975, n - 1))
-    except ImportError:
-        table = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
-        return table.get(n - 1, 1.96)
-
-
-def interval(values: list[float]) -> tuple[float, float]:
-    """(mean, half-width of the 95% t-interval)."""
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, float("nan")
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    return mean, t_critical(n) * sd / math.sqrt(n)
-
-
 def fmt(mean: float, half: float, digits: int = 4) -> str:
     if math.isnan(mean):
         return "n/a"
@@ -222,8 +197,8 @@ def table_one(
                 per_domain_seeds[d].append(means[d])
             overall.append(_mean(list(means.values())))
         for d in domains:
-            row[d] = interval(per_domain_seeds[d])
-        row["all"] = interval(overall)
+            row[d] = mean_ci(per_domain_seeds[d])
+        row["all"] = mean_ci(overall)
         rows.append(row)
     paired: dict[str, Any] = {}
     if {"cfm", "mse"} <= set(errors):
@@ -233,7 +208,7 @@ def table_one(
 
         for d in [*domains, "all"]:
             members = [c for c in clips if d == "all" or c.domain == d]
-            paired[d] = interval([seed_mean("cfm", c) - seed_mean("mse", c) for c in members])
+            paired[d] = mean_ci([seed_mean("cfm", c) - seed_mean("mse", c) for c in members])
     return rows, paired
 
 
@@ -266,8 +241,7 @@ class Scorer:
                     value = perceptual.dnsmos(out, RATE).ovrl
                 elif name == "speaker_sim":
                     e_ref = clip.once("speaker_embedding", lambda: speaker.speaker_embedding(ref, RATE))
-                    e_out = speaker.speaker_embedding(out, RATE)
-                    value = float(e_ref @ e_out / (float((e_ref**2).sum() * (e_out**2).sum()) ** 0.5 + 1e-12))
+                    value = speaker.embedding_similarity(e_ref, speaker.speaker_embedding(out, RATE))
                 elif name == "dwer":
                     reference = clip.once("transcript", lambda: asr.transcribe(ref, RATE))
                     value = asr.dwer_from_transcripts(reference, asr.transcribe(out, RATE))
@@ -466,11 +440,8 @@ def main() -> None:
     plot_note = plot(cost, args.out / "msn_cfm_vs_mse.png")
 
     report = {
-        "command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        **run_record(threads=args.threads),
         "seconds": round(time.time() - started, 1),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-        f"{args.threads} threads, load average {os.getloadavg()[0]:.1f}",
         "models": {
             kind: {
                 "name": str(getattr(args, kind)),
@@ -546,7 +517,7 @@ def markdown(report: dict[str, Any], metric_names: list[str]) -> str:
             if domain not in by_domain:
                 continue
             cells = [
-                fmt(*interval(by_domain[domain][m]), digits=3) if m in by_domain[domain] else "—" for m in metric_names
+                fmt(*mean_ci(by_domain[domain][m]), digits=3) if m in by_domain[domain] else "—" for m in metric_names
             ]
             lines.append(f"| {system} | {domain} | " + " | ".join(cells) + " |")
     for name, reason in report["unavailable_metrics"].items():

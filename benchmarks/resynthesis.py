@@ -30,10 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
-import shlex
-import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -42,7 +38,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -56,7 +51,8 @@ from soundtok.eval import asr, perceptual, signal, speaker
 from soundtok.eval import tokens as token_metrics
 from soundtok.eval._common import unavailable_reason
 from soundtok.eval.asr import pooled_wer
-from soundtok.eval.opus import default_application, opus_transcode
+from soundtok.eval.opus import default_application, ffmpeg_version, opus_transcode
+from soundtok.eval.provenance import machine_info, run_record
 from soundtok.eval.stats import mean_ci
 from soundtok.registry import PRESETS, available
 from soundtok.vocoder import CHECKPOINTS, load_vocoder
@@ -313,9 +309,7 @@ class Scorer:
                 elif name == "speaker_sim":
                     # speaker.speaker_similarity, with the original's embedding computed once per clip
                     e_ref = clip.once("speaker_embedding", lambda: speaker.speaker_embedding(ref, RATE))
-                    e_deg = speaker.speaker_embedding(deg, RATE)
-                    cosine = float(e_ref @ e_deg / (np.linalg.norm(e_ref) * np.linalg.norm(e_deg)))
-                    value = min(1.0, max(-1.0, cosine))
+                    value = speaker.embedding_similarity(e_ref, speaker.speaker_embedding(deg, RATE))
                 elif name == "dwer":
                     transcript = asr.transcribe(deg, RATE)
                     value = asr.dwer_from_transcripts(self.reference_transcript(clip), transcript)
@@ -455,8 +449,8 @@ def main() -> None:
 
     results = summarise(args, clips, systems, scorer, per_clip, transcripts, reference_dnsmos)
     results.update(
-        command="python " + " ".join(shlex.quote(a) for a in sys.argv),
-        machine={**machine(), "torch_threads_at_start": threads_at_start},
+        run_record(),  # command, date, soundtok version, git commit; the machine as a dict below
+        machine={**machine_info(), "ffmpeg": ffmpeg_version(), "torch_threads_at_start": threads_at_start},
         wall_seconds=round(wall, 1),
         models=models,
         skipped=skipped,
@@ -479,22 +473,6 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [json_safe(v) for v in value]
     return value
-
-
-def machine() -> dict[str, Any]:
-    try:
-        ffmpeg = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True).stdout.split("\n")[0]
-    except OSError:
-        ffmpeg = None
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "ffmpeg": ffmpeg,
-    }
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -26,9 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import platform
-import shlex
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -40,6 +37,7 @@ from safetensors.torch import load_file, save_file
 from soundtok.corpus.loaders import load_shared_corpus
 from soundtok.encoders import load_encoder
 from soundtok.encoders.store import FeatureStore, extract_features
+from soundtok.eval import provenance
 from soundtok.nn.kmeans import nearest
 from soundtok.probes import BENCHMARK_PROBE, InputSpec, ProbeConfig, summarise, task_split, train_probe
 from soundtok.tokenizers.semantic import fit_centroids
@@ -147,8 +145,8 @@ def write(
     machine: str | None = None,
 ) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    command = command or "python " + " ".join(shlex.quote(a) for a in sys.argv)
-    machine = machine or f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    command = command or provenance.command_line()
+    machine = machine or provenance.machine()
     lines = [
         "# Semantic tokens from Whisper base: probe scores by layer and by number of clusters",
         "",

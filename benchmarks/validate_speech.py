@@ -15,45 +15,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import re
-import statistics
 from pathlib import Path
 
 import torch
 
 import soundtok
 from soundtok.audio.io import load_audio
-from soundtok.eval import mel_distance, normalize_text, stoi, transcribe, wer
-
-PSPHINX = Path("/usr/share/pocketsphinx/test/data")
+from soundtok.corpus.loaders import load_pocketsphinx_testdata
+from soundtok.errors import CorpusError
+from soundtok.eval import mean_ci, mel_distance, normalize_text, stoi, transcribe, wer
 
 
 def pocketsphinx_clips() -> list[tuple[str, torch.Tensor, str]]:
     """(id, [1, T] at 16 kHz, transcript) of the pocketsphinx test utterances."""
-    if not PSPHINX.is_dir():
-        raise SystemExit("no validation audio: apt-get install pocketsphinx-testdata (or pass --audio and --text)")
-    texts: dict[str, str] = {}
-    for folder, name in (("librivox", "transcription"), ("cards", "cards.transcription")):
-        for line in (PSPHINX / folder / name).read_text().splitlines():
-            match = re.match(r"\s*(?:<s>)?(.*?)(?:</s>)?\s*\((.+)\)\s*$", line)
-            if match:
-                texts[f"{folder}/{match.group(2).strip()}"] = match.group(1).strip()
-    clips = []
-    for key, text in sorted(texts.items()):
-        folder, stem = key.split("/")
-        wav, _ = load_audio(PSPHINX / folder / f"{stem}.wav", sample_rate=16000, channels=1)
-        clips.append((key, wav, text))
-    return clips
-
-
-def interval(values: list[float]) -> tuple[float, float]:
-    """Mean and the half-width of its 95% t interval (normal quantile for n > 30)."""
-    mean = statistics.fmean(values)
-    if len(values) < 2:
-        return mean, math.nan
-    t = {2: 12.71, 3: 4.30, 4: 3.18, 5: 2.78, 6: 2.57, 7: 2.45, 8: 2.36, 9: 2.31, 10: 2.26}.get(len(values), 1.96)
-    return mean, t * statistics.stdev(values) / math.sqrt(len(values))
+    try:
+        items = load_pocketsphinx_testdata()
+    except CorpusError as exc:
+        raise SystemExit(f"no validation audio: {exc}") from None
+    return [(i.id, load_audio(i.path, sample_rate=16000, channels=1)[0], i.labels["transcript"]) for i in items]
 
 
 def run(systems: dict[str, tuple[str, int | None]], clips: list[tuple[str, torch.Tensor, str]]) -> dict:
@@ -92,11 +71,11 @@ def table(results: dict, reference: str) -> str:
         ref = results[reference_for(label, results, reference)]
         cells = []
         for metric in ("mel_distance", "stoi"):
-            mean, half = interval([c[metric] for c in r["clips"]])
+            mean, half = mean_ci([c[metric] for c in r["clips"]])
             cells.append(f"{mean:.3f} ± {half:.3f}")
         deltas = []
         for metric in ("mel_distance", "stoi"):
-            mean, half = interval([c[metric] - d[metric] for c, d in zip(r["clips"], ref["clips"], strict=True)])
+            mean, half = mean_ci([c[metric] - d[metric] for c, d in zip(r["clips"], ref["clips"], strict=True)])
             deltas.append("—" if r is ref else f"{mean:+.3f} ± {half:.3f}")
         lines.append(
             f"| {label} | {r['bitrate'] / 1000:g} | {cells[0]} | {cells[1]} | {r['wer']:.3f} | "

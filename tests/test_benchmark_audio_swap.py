@@ -18,7 +18,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    sys.path.insert(0, str(ROOT / "benchmarks"))  # audio_swap imports audio_llm's helpers
     spec = importlib.util.spec_from_file_location("audio_swap_bench", ROOT / "benchmarks" / "audio_swap.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

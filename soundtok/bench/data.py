@@ -66,7 +66,7 @@ def _cut(wav: torch.Tensor, max_seconds: float) -> torch.Tensor:
 
 def quick_clips() -> ClipSet:
     """The three bundled clips (LibriSpeech sentence, FSDD digit, ESC-50 sneeze): no ``../shared`` needed."""
-    from soundtok.testing import FIXTURES, fixture_path, load_fixture
+    from soundtok.fixtures import FIXTURES, fixture_path, load_fixture
 
     clips = []
     for name, domain in (("speech", "speech"), ("digit", "speech"), ("sneeze", "events")):

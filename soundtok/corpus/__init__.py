@@ -4,7 +4,14 @@
 imported on demand.
 """
 
-from soundtok.corpus.loaders import load_esc50, load_fsdd, load_librispeech, load_ravdess, load_shared_corpus
+from soundtok.corpus.loaders import (
+    load_esc50,
+    load_fsdd,
+    load_librispeech,
+    load_pocketsphinx_testdata,
+    load_ravdess,
+    load_shared_corpus,
+)
 from soundtok.corpus.manifest import AudioItem, Manifest
 from soundtok.corpus.sampler import BucketBatchSampler
 
@@ -15,6 +22,7 @@ __all__ = [
     "load_esc50",
     "load_fsdd",
     "load_librispeech",
+    "load_pocketsphinx_testdata",
     "load_ravdess",
     "load_shared_corpus",
 ]

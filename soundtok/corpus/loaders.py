@@ -316,3 +316,39 @@ def load_ravdess(root: str | os.PathLike[str], test_actors: Collection[int] | No
         split = "test" if int(labels["actor"]) in test_actors else "train"
         items.append(AudioItem(f"ravdess/{audio.stem}", audio, duration, labels, split, "ravdess"))
     return _nonempty(items, root, "<root>/Actor_XX/03-01-EE-II-SS-RR-AA.wav")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# pocketsphinx-testdata (Debian): <root>/{librivox,cards}/<utt>.wav + a sphinx transcription file per folder
+POCKETSPHINX_TESTDATA = Path("/usr/share/pocketsphinx/test/data")
+_SPHINX_TRANSCRIPTS = (("librivox", "transcription"), ("cards", "cards.transcription"))
+
+
+def load_pocketsphinx_testdata(root: str | os.PathLike[str] = POCKETSPHINX_TESTDATA) -> Manifest:
+    """Speech from outside the corpus, with transcripts, for choosing between checkpoints: Debian's
+    ``pocketsphinx-testdata`` (``apt-get install pocketsphinx-testdata``): 5 LibriVox utterances (one reader) and
+    5 spoken card names (another speaker), 16 kHz.
+
+    Ids are ``librivox/<utterance>`` and ``cards/<utterance>`` (``dataset`` is that folder), ``split`` is ``test``
+    and the label ``transcript`` holds the sphinx transcription (``<s>`` markers removed).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise CorpusError(f"{root}: no such folder; apt-get install pocketsphinx-testdata, or pass its data folder")
+    items = []
+    for folder, name in _SPHINX_TRANSCRIPTS:
+        table = root / folder / name
+        try:
+            lines = table.read_text().splitlines()
+        except OSError as exc:
+            raise CorpusError(f"{table}: cannot read ({exc.strerror or exc})") from None
+        for line in lines:
+            match = re.match(r"\s*(?:<s>)?(.*?)(?:</s>)?\s*\((.+)\)\s*$", line)
+            if not match:
+                continue
+            audio = root / folder / f"{match.group(2).strip()}.wav"
+            duration = _duration(audio)
+            if duration is not None:
+                labels = {"transcript": match.group(1).strip()}
+                items.append(AudioItem(f"{folder}/{audio.stem}", audio, duration, labels, "test", folder))
+    return _nonempty(items, root, "librivox/<utt>.wav + librivox/transcription, cards/<utt>.wav + cards/...")

@@ -36,7 +36,7 @@ mel hop 160, then the stride-2 second convolution):
 Example (the first call converts into the cache, ~2 s)::
 
     encoder = WhisperFeatures("tiny.en", layers=[0, -1])
-    wav, sr = soundtok.testing.load_fixture("speech")   # [1, T] at 16 kHz
+    wav, sr = soundtok.fixtures.load_fixture("speech")  # [1, T] at 16 kHz
     out = encoder(wav, sample_rate=sr)                   # 2 x [1, ceil(T / 320), 384]
     model = load_whisper_model("tiny.en")                # the whole WhisperForConditionalGeneration
     greedy_transcribe(model, wav[0], whisper_folder("tiny.en") / "tokenizer.json")

@@ -11,6 +11,8 @@ returns an :class:`EvalReport` where such metrics are marked unavailable, with t
 - :mod:`.asr` (``soundtok[eval]``): ``transcribe``, ``wer``, ``cer``, ``dwer`` (lower).
 - :mod:`.tokens` (torch only): ``token_stats``, ``codebook_usage``, ``code_entropy``, ``nominal_bitrate``,
   ``token_rate``.
+- :mod:`.stats`: intervals and paired tests (``mean_ci``, ``bootstrap``, ``wilson``, ``mcnemar``);
+  :mod:`.provenance`: the command, date, code and machine of a benchmark run (``run_record``, ``machine``).
 
 Optional packages are imported only when a metric runs, so ``import soundtok.eval`` is cheap.
 
@@ -37,8 +39,8 @@ from soundtok.eval.report import (
     evaluate,
 )
 from soundtok.eval.signal import mel_distance, si_sdr, stft_distance
-from soundtok.eval.speaker import speaker_embedding, speaker_similarity
-from soundtok.eval.stats import mcnemar, mean_ci, wilson
+from soundtok.eval.speaker import embedding_similarity, speaker_embedding, speaker_similarity
+from soundtok.eval.stats import bootstrap, bootstrap_mean, bootstrap_ratio, mcnemar, mean_ci, wilson
 from soundtok.eval.tokens import (
     TokenStats,
     code_counts,
@@ -60,6 +62,9 @@ __all__ = [
     "MetricSpec",
     "MetricValue",
     "TokenStats",
+    "bootstrap",
+    "bootstrap_mean",
+    "bootstrap_ratio",
     "cer",
     "code_counts",
     "code_entropy",
@@ -68,6 +73,7 @@ __all__ = [
     "dnsmos",
     "dwer",
     "dwer_from_transcripts",
+    "embedding_similarity",
     "estoi",
     "evaluate",
     "mcnemar",

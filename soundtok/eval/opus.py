@@ -111,7 +111,7 @@ def codec_delay(sample_rate: int, bitrate: int, application: str) -> int:
     """Samples (at ``sample_rate``) by which ffmpeg's decoded Opus lags the input for these settings, after
     ffmpeg has removed the pre-skip: the rounded cross-correlation peak (1/8-sample resolution, within
     +-:data:`MAX_DELAY_SECONDS`) of the bundled LibriSpeech fixture and its round trip. Measured once per setting."""
-    from soundtok.testing import load_fixture
+    from soundtok.fixtures import load_fixture
 
     ref, _ = load_fixture("speech", sample_rate=sample_rate)
     x = ref[0].numpy().astype(np.float32)
@@ -164,6 +164,19 @@ def _ffmpeg() -> str:
     if not any(line.split()[1:2] == ["libopus"] for line in listing.splitlines()):
         raise MetricUnavailableError(f"{path} was built without the libopus encoder; {INSTALL_HINT}")
     return path
+
+
+def ffmpeg_version() -> str | None:
+    """The first line of ``ffmpeg -version`` (e.g. ``ffmpeg version 5.1.6-0+deb12u1 ...``), for a benchmark's record
+    of what made its Opus figures; None when ffmpeg is not on PATH or does not run."""
+    path = shutil.which("ffmpeg")
+    if path is None:
+        return None
+    try:
+        done = subprocess.run([path, "-version"], capture_output=True, text=True, check=False, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.split("\n")[0] or None
 
 
 def _run(args: list[str], data: bytes, what: str) -> bytes:

@@ -141,6 +141,15 @@ class _Pair:
     def dnsmos(self) -> perceptual.DnsmosScores:
         return self.once("dnsmos", lambda: perceptual.dnsmos(self.deg, self.sample_rate))
 
+    def speaker_similarity(self) -> float:
+        """speaker.speaker_similarity, with the reference's embedding computed once per reference."""
+        e_ref = self.once(
+            "speaker_embedding_ref",
+            lambda: speaker.speaker_embedding(self.ref, self.sample_rate),
+            reference_only=True,
+        )
+        return speaker.embedding_similarity(e_ref, speaker.speaker_embedding(self.deg, self.sample_rate))
+
     def transcript(self, who: str) -> str:
         text = self.once(
             f"transcript_{who}",
@@ -223,7 +232,7 @@ METRICS: dict[str, MetricSpec] = {
             "speaker_sim",
             "cosine",
             HIGHER,
-            lambda p: speaker.speaker_similarity(p.ref, p.deg, p.sample_rate),
+            lambda p: p.speaker_similarity(),
             "resemblyzer speaker-embedding cosine similarity",
         ),
         MetricSpec(
@@ -288,8 +297,9 @@ class Evaluator:
     >>> [round(ev.score(x * g)["si_sdr"].value) for g in (1.0, 0.5)]
     [150, 150]
 
-    Work that depends on the reference alone (Whisper's transcript of it, for ``dwer``) is done once and shared
-    by every :meth:`score` call; each call returns the same :class:`EvalReport` :func:`evaluate` would.
+    Work that depends on the reference alone (Whisper's transcript of it for ``dwer``, its speaker embedding for
+    ``speaker_sim``) is done once and shared by every :meth:`score` call; each call returns the same
+    :class:`EvalReport` :func:`evaluate` would.
     """
 
     def __init__(

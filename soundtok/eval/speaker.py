@@ -1,5 +1,8 @@
 """Speaker similarity: cosine similarity of resemblyzer (GE2E) speaker embeddings of two clips.
 
+:func:`speaker_similarity` scores a pair; :func:`speaker_embedding` and :func:`embedding_similarity` are the same
+computation in two steps, for one reference scored against many clips (:class:`soundtok.eval.Evaluator` does that).
+
 resemblyzer ships its weights in the wheel, so this runs offline; it is installed by ``soundtok setup-assets``
 (``pip install --no-deps resemblyzer webrtcvad-wheels``, plus librosa). It works at 16 kHz: clips are resampled
 to 16 kHz here with soxr, then resemblyzer normalises their volume and trims long silences (webrtcvad).
@@ -72,6 +75,15 @@ def speaker_similarity(ref: AudioLike, deg: AudioLike, sample_rate: int) -> floa
     check_sample_rate(sample_rate)
     a = to_rate(as_mono(ref, what="ref"), sample_rate, SPEAKER_RATE)
     b = to_rate(as_mono(deg, what="deg"), sample_rate, SPEAKER_RATE)
-    e_ref, e_deg = _embed(a.numpy(), preprocess_wav), _embed(b.numpy(), preprocess_wav)
+    return embedding_similarity(_embed(a.numpy(), preprocess_wav), _embed(b.numpy(), preprocess_wav))
+
+
+def embedding_similarity(e_ref: np.ndarray, e_deg: np.ndarray) -> float:
+    """Cosine similarity (-1..1) of two :func:`speaker_embedding` results: :func:`speaker_similarity` for callers
+    that score many clips against one reference and embed it once.
+
+    >>> round(embedding_similarity(np.array([1.0, 0.0]), np.array([1.0, 1.0])), 4)
+    0.7071
+    """
     cosine = float(e_ref @ e_deg / (np.linalg.norm(e_ref) * np.linalg.norm(e_deg)))
     return min(1.0, max(-1.0, cosine))  # rounding can step just past 1

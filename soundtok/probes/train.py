@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from soundtok.eval.stats import mean_ci
 from soundtok.probes.heads import InputSpec, ProbeConfig, ProbeHead, ProbeInput, collate
 from soundtok.probes.tasks import TaskSplit, encode_target
 
@@ -229,8 +230,6 @@ def summarise(results: Sequence[ProbeResult], confidence: float = 0.95) -> dict[
     >>> print(summarise(r)["accuracy"])
     0.8500 [0.2147, 1.4853] (n=2)
     """
-    from scipy.stats import t
-
     if not results:
         raise ValueError("summarise needs at least one ProbeResult")
     first = results[0]
@@ -245,8 +244,6 @@ def summarise(results: Sequence[ProbeResult], confidence: float = 0.95) -> dict[
     summary = {}
     n = len(results)
     for name in first.metrics:
-        values = torch.tensor([r.metrics[name] for r in results], dtype=torch.float64)
-        mean = float(values.mean())
-        half = float(t.ppf((1 + confidence) / 2, n - 1) * values.std() / math.sqrt(n)) if n > 1 else math.nan
+        mean, half = mean_ci([float(r.metrics[name]) for r in results], confidence)
         summary[name] = Interval(mean, mean - half, mean + half, n)
     return summary

@@ -8,34 +8,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
-DATA = Path(__file__).parent / "data"
+# the bundled clips live in soundtok.fixtures (library code uses them too); re-exported here for users' tests
+from soundtok.fixtures import DATA, FIXTURES, fixture_path, load_fixture
 
-#: name -> (file, labels); licences and sources in data/ATTRIBUTION.md
-FIXTURES: dict[str, tuple[str, dict[str, str]]] = {
-    "speech": (
-        "speech.flac",
-        {"transcript": "THE PARLIAMENT AND THE SCOTS LAID THEIR PROPOSALS BEFORE THE KING", "speaker": "8224"},
-    ),
-    "digit": ("digit.flac", {"digit": "7", "speaker": "jackson"}),
-    "sneeze": ("sneeze.flac", {"category": "sneezing"}),
-}
-
-
-def fixture_path(name: str) -> Path:
-    if name not in FIXTURES:
-        raise KeyError(f"unknown fixture {name!r}; choose from {sorted(FIXTURES)}")
-    return DATA / FIXTURES[name][0]
-
-
-def load_fixture(name: str, sample_rate: int = 16000) -> tuple[torch.Tensor, int]:
-    """A bundled clip as float32 ``[1, T]`` at ``sample_rate``."""
-    from soundtok.audio.io import load_audio
-
-    return load_audio(fixture_path(name), sample_rate=sample_rate, channels=1)
+__all__ = ["DATA", "FIXTURES", "fixture_path", "load_fixture", "noise_batch"]
 
 
 def noise_batch(lengths: list[int], channels: int = 1, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
