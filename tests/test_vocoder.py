@@ -107,6 +107,15 @@ def test_nested_mel_config_round_trips() -> None:
     assert VocoderConfig.from_dict(data) == config
 
 
+def test_vocoders_are_a_registry_kind() -> None:
+    from soundtok.registry import PRESETS, VOCODERS, list_presets
+
+    assert [p.name for p in list_presets(VOCODERS)] == ["griffin-lim", "vocoder-16k"]
+    assert not {"griffin-lim", "vocoder-16k"} & set(PRESETS)  # not tokenizers: soundtok list does not show them
+    assert isinstance(load_vocoder("griffin-lim"), GriffinLim)
+    assert VOCODERS.families["vocoder"].cls is Vocoder and VOCODERS.families["vocoder"].config_class is VocoderConfig
+
+
 def test_wrong_checkpoint_kinds(vocoder: Vocoder, tmp_path: Path) -> None:
     save_checkpoint(vocoder, tmp_path / "voc")
     with pytest.raises(CheckpointError, match="mel vocoder, not a tokenizer"):
