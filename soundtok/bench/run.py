@@ -12,8 +12,6 @@ from __future__ import annotations
 import gc
 import json
 import logging
-import os
-import platform
 import re
 import threading
 import time
@@ -22,13 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 import soundtok
 from soundtok.bench.data import RATE, ClipSet
 from soundtok.bench.systems import System, load_system
 from soundtok.cache import cache_root, sha256_bytes
 from soundtok.errors import SoundtokError
+from soundtok.eval.provenance import machine
 
 log = logging.getLogger(__name__)
 
@@ -148,10 +145,6 @@ def _load_entry(folder: Path) -> Entry | None:
         return None
 
 
-def _machine() -> str:
-    return f"{platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
-
-
 def _compute(
     system: System,
     clipset: ClipSet,
@@ -207,7 +200,7 @@ def _compute(
         "encode_rtf": encode_s / seconds,
         "decode_rtf": decode_s / seconds,
         "peak_mib": peak_mib,
-        "machine": _machine(),
+        "machine": machine(),
     }
     entry = Entry(
         {

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
-import subprocess
 import time
 from dataclasses import dataclass, field
 
@@ -102,12 +101,11 @@ def tokenizer_system(spec: str) -> System:
 
 def opus_system(bitrate: int) -> System:
     """Opus at ``bitrate`` bit/s through ffmpeg (see :mod:`soundtok.eval.opus`)."""
-    from soundtok.eval.opus import default_application
+    from soundtok.eval.opus import default_application, ffmpeg_version
 
-    ffmpeg = shutil.which("ffmpeg")
-    if ffmpeg is None:
+    version = ffmpeg_version()
+    if version is None:
         raise SoundtokError("the Opus reference needs ffmpeg with libopus (apt-get install ffmpeg)")
-    version = subprocess.run([ffmpeg, "-version"], capture_output=True, text=True, check=False).stdout.split("\n")[0]
     app = default_application(bitrate)
     return System(
         name=f"opus-{bitrate // 1000}k",
