@@ -56,7 +56,8 @@ def test_many_files_into_a_folder(capsys: pytest.CaptureFixture[str], tmp_path: 
     )
     assert code == 0
     assert sorted(p.name for p in (tmp_path / "t").iterdir()) == ["digit.stok", "sneeze.stok"]
-    assert read_token_file(tmp_path / "t" / "sneeze.stok").metadata == {"source": "sneeze.flac"}
+    metadata = read_token_file(tmp_path / "t" / "sneeze.stok").metadata
+    assert metadata["source"] == "sneeze.flac" and 0.01 < metadata["input_rms"] < 0.1  # for detokenize's notices
 
 
 def test_errors_exit_1_with_a_message(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

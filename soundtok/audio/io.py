@@ -4,6 +4,7 @@ for one clip and [B, C, T] for a batch."""
 from __future__ import annotations
 
 import logging
+import math
 import os
 from pathlib import Path
 
@@ -23,6 +24,19 @@ MAX_AMPLITUDE = 100.0
 
 #: formats soundfile writes for us, by file extension
 WRITE_FORMATS = {".wav": ("WAV", "FLOAT"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS")}
+
+#: extensions of the audio files soundtok picks out of a folder (formats libsndfile reads)
+AUDIO_SUFFIXES = frozenset(
+    {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au", ".caf", ".w64", ".rf64"}
+)
+
+#: an output whose RMS is under this fraction of its input's is near-silent ...
+QUIET_RATIO = 0.1
+#: ... and so is one under this level (dB relative to full scale) when its input's level is unknown
+SILENT_DBFS = -60.0
+#: an output with more than CLIPPED_FRACTION of its samples at |x| >= CLIP_LEVEL is clipped
+CLIP_LEVEL = 0.999
+CLIPPED_FRACTION = 1e-3
 
 
 def check_waveform(wav: torch.Tensor, sample_rate: int, *, what: str = "audio") -> None:
@@ -80,6 +94,60 @@ def convert_channels(wav: torch.Tensor, channels: int) -> torch.Tensor:
     if have == 1:
         return wav.expand(*wav.shape[:-2], channels, wav.shape[-1]).clone()
     raise InvalidAudioError(f"cannot convert {have}-channel audio to {channels} channels; mix it to mono first")
+
+
+def rms(wav: torch.Tensor) -> float:
+    """Root mean square over every sample (full scale is 1.0)."""
+    return float(wav.detach().double().pow(2).mean().sqrt())
+
+
+def dbfs(level: float) -> float:
+    """``level`` (an RMS or a peak) in dB relative to full scale; -inf for silence."""
+    return 20 * math.log10(level) if level > 0 else -math.inf
+
+
+def conversion_notice(sample_rate: int, channels: int, target_rate: int, target_channels: int) -> str | None:
+    """What :func:`resample` and :func:`convert_channels` do to reach the targets, in words; None for nothing.
+
+    >>> conversion_notice(44100, 2, 16000, 1)
+    'resampled from 44100 Hz to 16000 Hz and mixed from 2 channels to mono'
+    >>> conversion_notice(16000, 1, 16000, 1) is None
+    True
+    """
+    changes = []
+    if sample_rate != target_rate:
+        changes.append(f"resampled from {sample_rate} Hz to {target_rate} Hz")
+    if channels != target_channels:
+        changes.append(
+            f"mixed from {channels} channels to mono"
+            if target_channels == 1
+            else f"copied from {channels} to {target_channels} channels"
+        )
+    return " and ".join(changes) or None
+
+
+def level_notice(wav: torch.Tensor, input_rms: float | None = None) -> str | None:
+    """Why an output ``wav`` deserves a listen, or None: it is near-silent (RMS under :data:`QUIET_RATIO` times
+    ``input_rms``, or under :data:`SILENT_DBFS` when the input's level is unknown) or clipped (over
+    :data:`CLIPPED_FRACTION` of its samples at full scale). A silent input excuses a silent output.
+
+    >>> level_notice(torch.full((1, 1000), 0.005), input_rms=0.1)
+    "near-silent: RMS 0.05x the input's (-46.0 dBFS)"
+    >>> level_notice(torch.ones(1, 1000))
+    'clipped: 100.0% of the samples at full scale'
+    """
+    level = rms(wav)
+    if input_rms is None or dbfs(input_rms) >= SILENT_DBFS:
+        if level == 0:
+            return "silent: every sample is zero"
+        if input_rms is not None and level < QUIET_RATIO * input_rms:
+            return f"near-silent: RMS {level / input_rms:.2g}x the input's ({dbfs(level):.1f} dBFS)"
+        if input_rms is None and dbfs(level) < SILENT_DBFS:
+            return f"near-silent: RMS {dbfs(level):.1f} dBFS"
+    clipped = float((wav.detach().abs() >= CLIP_LEVEL).double().mean())
+    if clipped > CLIPPED_FRACTION:
+        return f"clipped: {clipped:.1%} of the samples at full scale"
+    return None
 
 
 def load_audio(

@@ -6,10 +6,12 @@ from __future__ import annotations
 import logging
 import sys
 from enum import IntEnum
+from typing import Annotated
 
 import typer
 
 from soundtok.errors import SoundtokError
+from soundtok.logs import quiet_third_party
 
 log = logging.getLogger("soundtok")
 
@@ -29,6 +31,16 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+@app.callback()
+def _options(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="let third-party libraries' warnings through; log soundtok's steps")
+    ] = False,
+) -> None:
+    # before any command imports TensorFlow Lite, transformers or huggingface_hub: they read the environment then
+    quiet_third_party(verbose=verbose)
 
 
 def _register() -> None:

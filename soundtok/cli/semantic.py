@@ -7,7 +7,7 @@ from typing import Annotated, cast
 
 import typer
 
-from soundtok.cli.tokens import Force
+from soundtok.cli.batch import Force
 from soundtok.errors import CorpusError, OutputExistsError
 
 

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from tqdm import tqdm
 
-from soundtok.errors import SoundtokError, TokenFileError, UnknownTokenizerError
+from soundtok.cli.batch import Force, Job, Notices, SkipExisting, note, plan, run_jobs
+from soundtok.errors import TokenFileError, UnknownTokenizerError
 
 if TYPE_CHECKING:
     from soundtok.tokenizers.base import AudioTokenizer
-
-Force = Annotated[bool, typer.Option("--force", help="overwrite existing outputs")]
 
 
 def register(app: typer.Typer) -> None:
@@ -29,7 +29,7 @@ def list_tokenizers() -> None:
     from soundtok.registry import available, list_presets, load
 
     rows = [("name", "family", "rate", "levels", "token/s", "bit/s", "licence / status")]
-    for preset in list_presets():
+    for preset in tqdm(list_presets(), desc="loading", unit="tokenizer", leave=False):
         reason = available(preset)
         if reason:
             rows.append((preset.name, preset.family, "-", "-", "-", "-", f"unavailable: {reason}"))
@@ -51,93 +51,104 @@ def list_tokenizers() -> None:
         typer.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
 
-def _outputs(inputs: list[Path], output: Path, suffix: str) -> list[Path]:
-    """One output per input: ``output`` itself for a single input with a file suffix, else files in the folder."""
-    if len(inputs) == 1 and output.suffix:
-        return [output]
-    return [output / (p.stem + suffix) for p in inputs]
-
-
-def _refuse_existing(outputs: list[Path], force: bool) -> None:
-    """Check every output before writing any, so a refused run writes nothing."""
-    existing = [str(o) for o in outputs if o.exists()]
-    if existing and not force:
-        raise SoundtokError(f"{len(existing)} output(s) exist, e.g. {existing[0]}; pass --force to overwrite")
-
-
 def tokenize(
-    inputs: Annotated[list[Path], typer.Argument(help="audio files (wav, flac, ogg, ...)")],
+    inputs: Annotated[list[Path], typer.Argument(help="audio files (wav, flac, ogg, ...) or folders of them")],
     tokenizer: Annotated[str, typer.Option("-t", "--tokenizer", help="preset name or checkpoint folder")],
     output: Annotated[Path, typer.Option("-o", "--output", help="a .stok file (one input) or a folder")],
     force: Force = False,
+    skip_existing: SkipExisting = False,
     chunk_seconds: Annotated[float | None, typer.Option(help="chunk length for long files")] = None,
 ) -> None:
-    """Audio files -> token files (.stok)."""
-    from soundtok.audio.io import load_audio
+    """Audio files -> token files (.stok). A bad file is reported at the end; the others are written."""
+    from soundtok.audio.io import AUDIO_SUFFIXES, conversion_notice, load_audio, rms
     from soundtok.registry import load
-    from soundtok.tokenfile import write_token_file
+    from soundtok.tokenfile import SUFFIX, write_token_file
 
+    jobs = plan(inputs, output, find=AUDIO_SUFFIXES, suffix=SUFFIX, what="audio files")
     tok = load(tokenizer)
-    outs = _outputs(inputs, output, ".stok")
-    _refuse_existing(outs, force)
-    for src, dst in tqdm(list(zip(inputs, outs, strict=True)), desc="tokenize", unit="file", disable=len(inputs) < 2):
-        wav, sr = load_audio(src)
+    notices = Notices()
+
+    def one(job: Job) -> str:
+        wav, sr = load_audio(job.source)  # [C, T]
+        change = conversion_notice(sr, wav.shape[0], tok.sample_rate, tok.channels)
+        if change:
+            notices.once(change, f"{job.source.name}: {change} for {tok.name} (said once for all such inputs)")
         tokens = tok.encode(wav[None], sr, chunk_seconds=chunk_seconds, progress=True)
-        write_token_file(dst, tokens, {"source": src.name}, force=force)
-        typer.echo(f"{src} -> {dst} ({tokens.lengths[0] / tok.sample_rate:.2f} s, {tok.bitrate:g} bit/s)")
+        # the input's level lets detokenize tell a near-silent decode from a quiet recording
+        metadata = {"source": job.source.name, "input_rms": float(f"{rms(wav):.4g}")}
+        write_token_file(job.output, tokens, metadata, force=force)
+        return f"{job.source} -> {job.output} ({tokens.lengths[0] / tok.sample_rate:.2f} s, {tok.bitrate:g} bit/s)"
+
+    run_jobs(jobs, one, desc="tokenize", force=force, skip_existing=skip_existing)
 
 
 def detokenize(
-    inputs: Annotated[list[Path], typer.Argument(help=".stok token files")],
+    inputs: Annotated[list[Path], typer.Argument(help=".stok token files or folders of them")],
     output: Annotated[Path, typer.Option("-o", "--output", help="an audio file (one input) or a folder")],
     tokenizer: Annotated[
         str | None, typer.Option("-t", "--tokenizer", help="preset or checkpoint; default: the one named in the file")
     ] = None,
     force: Force = False,
+    skip_existing: SkipExisting = False,
 ) -> None:
-    """Token files -> audio files (.wav unless the output name says otherwise)."""
-    from soundtok.audio.io import save_audio
+    """Token files -> audio files (.wav unless the output name says otherwise). A bad file is reported at the end;
+    the others are written."""
+    from soundtok.audio.io import level_notice, save_audio
     from soundtok.registry import load, load_for
-    from soundtok.tokenfile import read_token_file
+    from soundtok.tokenfile import SUFFIX, read_token_file
 
-    outs = _outputs(inputs, output, ".wav")
-    _refuse_existing(outs, force)
+    jobs = plan(inputs, output, find={SUFFIX}, suffix=".wav", what="token files")
     cache: dict[str, AudioTokenizer] = {}
-    for src, dst in tqdm(list(zip(inputs, outs, strict=True)), desc="detokenize", unit="file", disable=len(inputs) < 2):
-        tf = read_token_file(src)
+
+    def one(job: Job) -> str:
+        tf = read_token_file(job.source)
         key = tokenizer or tf.tokens.tokenizer.name
         if key not in cache:
             try:  # a name from the file is only ever a preset: a path is opened when the user passes it
                 cache[key] = load(tokenizer) if tokenizer else load_for(tf.tokens.tokenizer)
             except UnknownTokenizerError as exc:
-                raise UnknownTokenizerError(f"{src}: {exc}") from None
+                raise UnknownTokenizerError(f"{job.source}: {exc}") from None
         tok = cache[key]
-        wav = tok.decode(tf.tokens, progress=True)
-        save_audio(dst, wav[0], tok.sample_rate, force=force)
-        typer.echo(f"{src} -> {dst}")
+        wav = tok.decode(tf.tokens, progress=True)[0]  # [C, T]
+        level = level_notice(wav, _input_rms(tf.metadata))
+        save_audio(job.output, wav, tok.sample_rate, force=force)
+        if level:
+            note(f"{job.output}: {level}")
+        return f"{job.source} -> {job.output}"
+
+    run_jobs(jobs, one, desc="detokenize", force=force, skip_existing=skip_existing)
 
 
-def info(path: Annotated[Path, typer.Argument(help="a .stok token file or a checkpoint folder")]) -> None:
-    """Describe a token file or a checkpoint."""
-    from soundtok.checkpoint import WEIGHTS_FILE, read_checkpoint_config
+def _input_rms(metadata: dict[str, Any]) -> float | None:
+    """The input level tokenize recorded, if the file (made elsewhere, or edited) holds a usable one."""
+    value = metadata.get("input_rms")
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0:
+        return float(value)
+    return None
+
+
+def info(
+    target: Annotated[
+        str,
+        typer.Argument(metavar="NAME_OR_PATH", help="a preset (soundtok list), a checkpoint folder or a .stok file"),
+    ],
+) -> None:
+    """Describe a registered tokenizer, a checkpoint or a token file."""
+    from soundtok.registry import list_presets
     from soundtok.tokenfile import read_token_file
 
+    if target in {preset.name for preset in list_presets()}:
+        _describe_preset(target)
+        return
+    path = Path(target)
     if path.is_dir():
-        meta = read_checkpoint_config(path)
-        weights = path / WEIGHTS_FILE
-        typer.echo(f"checkpoint   {path}")
-        typer.echo(f"family       {meta['family']}")
-        typer.echo(f"name         {meta.get('name', path.name)}")
-        typer.echo(f"written by   soundtok {meta.get('soundtok_version', '?')} (format {meta['format']})")
-        typer.echo(
-            f"weights      {weights.stat().st_size / 1e6:.2f} MB" if weights.exists() else "weights      MISSING"
-        )
-        typer.echo("config       " + json.dumps(meta["config"], sort_keys=True))
-        if meta.get("extra"):
-            typer.echo("extra        " + json.dumps(meta["extra"], sort_keys=True))
+        _describe_checkpoint(path)
         return
     if not path.exists():
-        raise TokenFileError(f"{path}: no such file or folder")
+        raise TokenFileError(
+            f"{path}: no such file or folder, nor a registered tokenizer; pass a .stok file, a checkpoint folder "
+            "or a name from `soundtok list`"
+        )
     tf = read_token_file(path)
     t = tf.tokens
     typer.echo(f"token file   {path} ({path.stat().st_size} bytes)")
@@ -153,3 +164,42 @@ def info(path: Annotated[Path, typer.Argument(help="a .stok token file or a chec
         )
     if tf.metadata:
         typer.echo("metadata     " + json.dumps(tf.metadata, sort_keys=True))
+
+
+def _describe_preset(name: str) -> None:
+    from soundtok.registry import PRESETS, available, load
+
+    preset = PRESETS[name]
+    typer.echo(f"preset       {preset.name}")
+    typer.echo(f"description  {preset.description}")
+    reason = available(preset)
+    if reason:
+        typer.echo(f"family       {preset.family}")
+        typer.echo(f"status       unavailable: {reason}")
+        return
+    tok = load(name)
+    typer.echo(f"audio        {tok.sample_rate} Hz, {tok.channels} channel(s)")
+    typer.echo(f"bitrate      {tok.bitrate:g} bit/s, {tok.token_rate:g} tokens/s")
+    for level, spec in enumerate(tok.levels):
+        typer.echo(f"level {level:<6} {tok.frame_rates[level]:g} frames/s, codebook {spec.codebook_size}")
+    typer.echo(f"licence      {tok.licence}")
+    if preset.checkpoint is not None:
+        _describe_checkpoint(preset.checkpoint)
+    elif preset.config is not None:
+        typer.echo(f"family       {preset.family}")
+        typer.echo("config       " + json.dumps(preset.config.to_dict(), sort_keys=True))
+
+
+def _describe_checkpoint(path: Path) -> None:
+    from soundtok.checkpoint import WEIGHTS_FILE, read_checkpoint_config
+
+    meta = read_checkpoint_config(path)
+    weights = path / WEIGHTS_FILE
+    typer.echo(f"checkpoint   {path}")
+    typer.echo(f"family       {meta['family']}")
+    typer.echo(f"name         {meta.get('name', path.name)}")
+    typer.echo(f"written by   soundtok {meta.get('soundtok_version', '?')} (format {meta['format']})")
+    typer.echo(f"weights      {weights.stat().st_size / 1e6:.2f} MB" if weights.exists() else "weights      MISSING")
+    typer.echo("config       " + json.dumps(meta["config"], sort_keys=True))
+    if meta.get("extra"):
+        typer.echo("extra        " + json.dumps(meta["extra"], sort_keys=True))
