@@ -103,18 +103,6 @@ def test_eval_prints_metrics(capsys: pytest.CaptureFixture[str], tmp_path: Path)
     assert code == 0 and "si_sdr" in out and "dB" in out
 
 
-def test_demo_writes_tokens_audio_and_a_score_table(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    code, out, err = run(capsys, "demo", "--clip", "digit", "-o", tmp_path / "demo")
-    assert code == 0, err
-    assert "mulaw-8bit-16k" in out and "stoi" in out
-    assert (tmp_path / "demo" / "digit.mulaw-8bit-16k.stok").exists()
-    assert (tmp_path / "demo" / "digit.mulaw-8bit-16k.wav").exists()
-    row = next(line for line in out.splitlines() if line.startswith("mulaw-8bit-16k"))
-    assert float(row.split()[3]) > 0.95  # 8-bit mu-law at 16 kHz keeps STOI near 1
-    code, _, err = run(capsys, "demo", "--clip", "digit", "-o", tmp_path / "demo")
-    assert code == 3 and "--force" in err
-
-
 def test_vocode_with_griffin_lim_and_a_checkpoint(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     from soundtok.checkpoint import save_checkpoint
     from soundtok.eval.perceptual import stoi

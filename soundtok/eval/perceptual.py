@@ -18,6 +18,7 @@ from typing import Any
 
 from soundtok.errors import MetricUnavailableError
 from soundtok.eval._common import AudioLike, as_mono, check_sample_rate, is_silent, prepare_pair, require, to_rate
+from soundtok.logs import native_stderr_silenced
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,8 @@ def _visqol_api(mode: str) -> Any:
     from visqol import VisqolApi
 
     api = VisqolApi()
-    api.create(mode=mode)
+    with native_stderr_silenced():  # TF Lite prints "Created TensorFlow Lite XNNPACK delegate" here, with no switch
+        api.create(mode=mode)
     log.debug("ViSQOL %s mode ready", mode)
     return api
 
