@@ -31,7 +31,7 @@ from soundtok.errors import CheckpointError, OutputExistsError, SoundtokError
 from soundtok.fileio import atomic_write
 
 if TYPE_CHECKING:
-    from soundtok.tokenizers.base import AudioTokenizer
+    pass
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=torch.nn.Module)
@@ -130,13 +130,6 @@ def read_checkpoint_config(folder: str | os.PathLike[str]) -> dict[str, Any]:
         )
     return meta
 
-
-def load_checkpoint(folder: str | os.PathLike[str], device: str = "cpu") -> AudioTokenizer:
-    """Rebuild a tokenizer from its folder: :func:`soundtok.load_checkpoint` (the registry reads folders now; this
-    name stays for callers that import it from here)."""
-    from soundtok.registry import load_checkpoint as load  # the one upward import here (tests/test_imports.py)
-
-    return load(folder, device=device)
 
 
 def parse_config(config_class: type[C], data: Any, folder: Path, what: str) -> C:

@@ -17,8 +17,10 @@ Registration is done by the modules that define the classes, which this module i
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
+import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -300,10 +302,14 @@ def get_recipe(name: str) -> RecipeEntry:
 
 
 def _import_recipes() -> None:
-    # importing these modules registers the built-in recipes
+    # every module of soundtok.train may define recipes and registers them when imported (a new recipe module
+    # registers itself by being there); the audio-LLM recipe lives with the LLM bridge
     import soundtok.llm.recipe  # noqa: F401
-    import soundtok.train.flow  # noqa: F401
-    import soundtok.train.gan  # noqa: F401
+    import soundtok.train
+
+    for module in pkgutil.iter_modules(soundtok.train.__path__):
+        if not module.name.startswith("_"):
+            importlib.import_module(f"soundtok.train.{module.name}")
 
 
 def _import_models() -> None:

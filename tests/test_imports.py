@@ -67,12 +67,7 @@ LAYERS: list[tuple[str, set[str]]] = [
 ]
 
 #: edges that break the rules today, each with the change that removes it
-KNOWN_EXCEPTIONS: dict[tuple[str, str], str] = {
-    ("soundtok.checkpoint", "soundtok.registry"): (
-        "checkpoint.load_checkpoint, kept for soundtok.testing.fuzz which imports it from there; the registry reads "
-        "folders now (soundtok.load_checkpoint): delete it once testing/fuzz.py imports that one"
-    ),
-}
+KNOWN_EXCEPTIONS: dict[tuple[str, str], str] = {}
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ from soundtok.llm.dummies import tiny_causal_lm, tiny_chat_tokenizer
 from soundtok.testing import fixture_path
 from soundtok.tokenizers.llm_codec import LLMCodecConfig, LLMCodecTokenizer, select_words
 from soundtok.train.config import TrainConfig
-from soundtok.train.gan import label_text, train_gan
+from soundtok.train.gan import train_gan
+from soundtok.train.llm_codec import LLMCodecRecipe, label_text
 
 pytest.importorskip("transformers")
 
@@ -121,8 +122,6 @@ def test_init_modules_loads_only_the_named_parts(setup: tuple[Path, Path], tmp_p
     first = train_gan(config(setup, 1), tmp_path / "a")
     assert first is not None
     cfg = config(setup, 1, init_weights=str(first), init_modules=["encoder."], adversarial_start=5)
-    from soundtok.train.gan import LLMCodecRecipe
-
     model = LLMCodecRecipe(cfg).build_trainable()
     saved = load_file(first / "model.safetensors")
     state = model.state_dict()

@@ -66,7 +66,7 @@ def bench(
     for note in notes:
         typer.echo(note, err=True)
     typer.echo(f"{len(names)} systems x {len(clipset.clips)} clips ({clipset.seconds:.1f} s, {clipset.description})")
-    bar = tqdm(total=len(names), desc="bench", unit="system", file=sys.stderr, leave=False)
+    bar = tqdm(total=len(names), desc="bench", unit="system", file=sys.stderr, leave=False, disable=None)  # no TTY: off
     seen: set[str] = set()
 
     def progress(message: str) -> None:

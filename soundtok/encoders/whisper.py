@@ -276,8 +276,6 @@ def convert_whisper(
 # The cache
 
 
-
-
 def _cache_problem(folder: Path) -> str | None:
     """Why ``folder`` is not a complete, intact conversion (None when it is)."""
     meta_path = folder / META_FILE

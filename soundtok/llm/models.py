@@ -149,7 +149,6 @@ OFFLINE_LLMS: dict[str, OfflineLLM] = {
 DEFAULT_LLM = "smollm2-135m"
 
 
-
 def cache_folder(name: str) -> Path:
     """Where the converted copy of offline default ``name`` lives (it may not exist yet)."""
     return cache_root() / _offline(name).cache_name
@@ -416,7 +415,6 @@ def _dist_version(distribution: str) -> str | None:
         return importlib.metadata.version(distribution)
     except importlib.metadata.PackageNotFoundError:
         return None
-
 
 
 @contextlib.contextmanager

@@ -261,7 +261,7 @@ def read_and_decode(data: bytes, tokenizers: Mapping[str, AudioTokenizer], origi
 
 def load_checkpoint_outcome(folder: Path, original: Config) -> str:
     """Load a (mutated) checkpoint folder: refused, or accepted with the original's config."""
-    from soundtok.checkpoint import load_checkpoint
+    from soundtok.registry import load_checkpoint
 
     try:
         tokenizer = load_checkpoint(folder)

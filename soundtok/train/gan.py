@@ -22,12 +22,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 import yaml
 from torch import nn
 
@@ -44,17 +42,10 @@ from soundtok.nn.losses import (
 )
 from soundtok.registry import RecipeEntry, get_recipe, register_recipe
 from soundtok.tokenizers.codec import CodecConfig, CodecTokenizer
-from soundtok.tokenizers.llm_codec import (
-    LLMCodecConfig,
-    LLMCodecTokenizer,
-    english_words,
-    label_embedding,
-    select_words,
-)
 from soundtok.train.config import TrainConfig, load_config
-from soundtok.train.data import CropSampler, training_data
+from soundtok.train.data import training_data
 from soundtok.train.loop import Recipe, StepOutput, train
-from soundtok.train.state import export_run, latest_state, load_init_weights, make_accelerator, sync_quantizer
+from soundtok.train.state import export_run, load_init_weights, make_accelerator, sync_quantizer
 from soundtok.vocoder import Vocoder, VocoderConfig
 
 if TYPE_CHECKING:
@@ -203,125 +194,7 @@ class VocoderRecipe(GanRecipe):
         return evaluate_vocoder(model, clips)
 
 
-class LLMCodecRecipe(GanRecipe):
-    """The codec's GAN recipe for the LLM-Codec, plus its semantic (level 1) and consistency (level 2) losses
-    (:mod:`soundtok.tokenizers.llm_codec`). The frozen LLM embeddings are attached at set-up; the label texts come
-    from the corpus labels of each crop's item (:func:`label_text`); a shard has none, so there the semantic loss
-    is off. Whisper-base's last encoder layer on the same crops is the consistency target."""
-
-    name = "llm_codec"
-    whisper_layer = 6  # Whisper-base's last encoder layer
-
-    def build(self) -> nn.Module:
-        return LLMCodecTokenizer(LLMCodecConfig.from_dict(self.cfg.model), name=self.cfg.name)
-
-    def build_trainable(self) -> nn.Module:
-        from soundtok.llm.models import load_llm
-
-        model = super().build_trainable()
-        assert isinstance(model, LLMCodecTokenizer)
-        c = model.config
-        llm, self.tokenizer = load_llm(c.llm)
-        table = cast(torch.Tensor, llm.get_input_embeddings().weight).detach().float()  # [V, E]
-        if table.shape[1] != c.embedding_dim:
-            raise SoundtokError(f"{c.llm} has {table.shape[1]}-d embeddings; set model.embedding_dim to that")
-        dictionary = english_words() if c.level1_dictionary == "web2" else None
-        words = select_words(self.tokenizer, c.level_sizes, dictionary, c.level1_min_letters)
-        model.quantizer.attach_embeddings(words, table)
-        self.table = table
-        self.label_cache: dict[str, torch.Tensor] = {}
-        del llm
-        self.whisper = None
-        if self.cfg.loss.consistency:
-            from soundtok.encoders.whisper import WhisperFeatures
-
-            self.whisper = WhisperFeatures("base", layers=self.whisper_layer)
-        return model
-
-    def setup(self, accelerator: Accelerator, run_dir: Path) -> None:
-        super().setup(accelerator, run_dir)
-        quantizer = self.generator.quantizer
-        for level in quantizer.levels:  # plain tensors: prepare() did not move them
-            level.embeddings = level.embeddings.to(accelerator.device)
-        if self.whisper is not None:
-            self.whisper.to(accelerator.device)
-        self.targets: tuple[torch.Tensor, torch.Tensor] | None = None
-        if latest_state(run_dir) is None:  # a resumed run restores the scaled W with its state
-            real = self.sampler.batch(self.per_process, seed=self.cfg.seed, step=-1, rank=0)  # never trained on
-            with torch.no_grad():
-                latent = self.generator.encoder(real.to(accelerator.device))
-            log.info(
-                "codebook scales matched to the latent: W x %s", [f"{f:.3g}" for f in quantizer.match_scale(latent)]
-            )
-
-    def resumed(self, step: int) -> None:
-        self.generator.quantizer.refresh_codebooks()  # the loaded W's products
-
-    def batch(self, step: int) -> torch.Tensor:
-        acc, cfg = self.accelerator, self.cfg
-        if not cfg.loss.semantic or not isinstance(self.sampler, CropSampler):
-            self.targets = None
-            return super().batch(step)
-        real, items = self.sampler.batch_items(self.per_process, seed=cfg.seed, step=step, rank=acc.process_index)
-        texts = [label_text(item.labels) for item in items]
-        for text in texts:
-            if text is not None and text not in self.label_cache:
-                self.label_cache[text] = label_embedding(text, self.tokenizer, self.table)
-        zero = self.table.new_zeros(self.table.shape[1])
-        target = torch.stack([self.label_cache[t] if t is not None else zero for t in texts])  # [B, E]
-        mask = torch.tensor([t is not None for t in texts])
-        self.targets = (target.to(acc.device), mask.to(acc.device))
-        return real.to(acc.device)
-
-    def generate(self, model: nn.Module, real: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        out = model(real)
-        q = out.quantized
-        losses = {"commitment": q.commit_loss, "codebook": q.codebook_loss}
-        if self.targets is not None and bool(self.targets[1].any()):
-            target, mask = self.targets
-            direction = self.generator.quantizer.levels[0].project(target)  # [B, D]: W_1 t
-            mismatch = 1 - F.cosine_similarity(q.pooled[0].mean(dim=-1), direction, dim=-1)  # [B]
-            losses["semantic"] = mismatch[mask].mean()
-        if self.whisper is not None:
-            with torch.no_grad():
-                features = self.whisper.encode_windows(real[:, 0], (self.whisper_layer,))[0]  # [B, T / 320, 512]
-            frames = out.consistency.shape[1]
-            target = F.adaptive_avg_pool1d(features.transpose(1, 2), frames).transpose(1, 2)  # [B, frames, 512]
-            losses["consistency"] = (1 - F.cosine_similarity(out.consistency, target, dim=-1)).mean()
-        return out.reconstruction, losses
-
-    def after_step(self, model: LLMCodecTokenizer, num_processes: int) -> None:
-        model.quantizer.refresh_codebooks()
-
-    def evaluate_model(self, model: LLMCodecTokenizer, clips: Clips) -> dict[str, float]:
-        return evaluate_llm_codec(model, clips)
-
-
-#: label text per corpus dataset, from its CSV columns: what the semantic loss pulls level 1 towards
-_DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-
-
-def label_text(labels: Mapping[str, str]) -> str | None:
-    """The text a clip's level-1 words should mean: ESC-50 category, the FSDD digit word, the instrument, the
-    RAVDESS emotion and speaker gender, a Clotho caption, or the LibriSpeech speaker's gender; None for none."""
-    get = labels.get
-    if get("category"):
-        return str(get("category")).replace("_", " ")
-    digit = str(get("digit", ""))
-    if digit:
-        return _DIGITS[int(digit)] if digit.isdigit() and len(digit) == 1 else digit
-    if get("label"):
-        return str(get("label")).replace("_", " ").lower()
-    if get("emotion"):
-        return f"{get('emotion')} {get('gender', '')} voice".replace("  ", " ")
-    if get("caption_1"):
-        return str(get("caption_1"))
-    if get("gender"):
-        return f"{get('gender')} voice"
-    return None
-
-
-for _recipe in (CodecRecipe, VocoderRecipe, LLMCodecRecipe):
+for _recipe in (CodecRecipe, VocoderRecipe):
     register_recipe(RecipeEntry(_recipe.name, load_config, train, _recipe))
 
 
@@ -330,7 +203,7 @@ def train_gan(cfg: TrainConfig, run_dir: str | Path, *, max_steps_this_run: int 
     <soundtok.train.loop.train>`, refusing configs of other recipes."""
     entry = get_recipe(cfg.recipe)
     if entry.recipe is None or not issubclass(entry.recipe, GanRecipe):
-        raise SoundtokError(f"unknown GAN recipe {cfg.recipe!r}; the GAN recipes are codec and vocoder")
+        raise SoundtokError(f"unknown GAN recipe {cfg.recipe!r}; the GAN recipes are codec, vocoder and llm_codec")
     return train(cfg, run_dir, max_steps_this_run=max_steps_this_run)
 
 
@@ -350,24 +223,6 @@ def evaluate_codec(codec: CodecTokenizer, clips: list[tuple[str, torch.Tensor]])
         scores[f"mel_distance@{codec.bitrate / 1000:g}kbps"] = sum(dists) / len(dists)
     codec.set_num_codebooks(before)
     codec.train(was_training)
-    return scores
-
-
-@torch.no_grad()
-def evaluate_llm_codec(codec: LLMCodecTokenizer, clips: Clips) -> dict[str, float]:
-    """Mean mel distance of held-out clips through the LLM-Codec, and the fraction of each level's words used."""
-    was_training = codec.training
-    codec.eval()
-    dists, used = [], [set[int]() for _ in codec.levels]
-    for _, wav in clips:
-        tokens = codec.encode(wav[None], codec.sample_rate)
-        dists.append(mel_distance(wav[0], codec.decode(tokens)[0, 0], codec.sample_rate))
-        for level, codes in enumerate(tokens.codes):
-            used[level].update(codes.flatten().tolist())
-    codec.train(was_training)
-    scores = {"mel_distance": sum(dists) / len(dists)}
-    for level, (seen, spec) in enumerate(zip(used, codec.levels, strict=True)):
-        scores[f"words_used_level{level + 1}"] = len(seen) / spec.codebook_size
     return scores
 
 
