@@ -50,7 +50,8 @@ def export_state(
     out: Annotated[Path | None, typer.Option(help="checkpoint folder (default: RUN_DIR/export-step-XXXXXXX)")] = None,
     force: Annotated[bool, typer.Option(help="replace a checkpoint already in --out")] = False,
 ) -> None:
-    """Export a resumable state of a codec, vocoder, msn or semantic run as a checkpoint, while the run goes on."""
+    """Export a resumable state of a run that trains one model (codec, vocoder, llm_codec, msn, semantic) as a
+    checkpoint, while the run goes on."""
     from soundtok.train.export import export_state as export
 
     typer.echo(export(run_dir, step=step, out=out, force=force))
