@@ -17,6 +17,7 @@ import yaml
 
 from soundtok.corpus import Manifest
 from soundtok.corpus.loaders import default_corpus_root
+from soundtok.errors import CorpusError
 from soundtok.errors import AudioLoadingError
 from soundtok.train.config import load_config
 from soundtok.train.gan import train_gan
@@ -131,7 +132,14 @@ def test_the_jobs_import_only_what_the_device_image_and_the_wheels_hold() -> Non
     assert not missing, f"not on the GPU machine: add wheels for {sorted(missing)} to configs/gpu-pack.yaml"
 
 
-@pytest.mark.skipif(not (default_corpus_root() / "index.csv").exists(), reason="needs ../shared/corpus")
+def _has_corpus() -> bool:
+    try:
+        return (default_corpus_root() / "index.csv").exists()
+    except CorpusError:  # no ../shared beside the checkout (a user's fresh clone)
+        return False
+
+
+@pytest.mark.skipif(not _has_corpus(), reason="needs ../shared/corpus")
 def test_dry_run_packs_every_job(tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = subprocess.run(
