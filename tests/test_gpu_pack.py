@@ -17,8 +17,7 @@ import yaml
 
 from soundtok.corpus import Manifest
 from soundtok.corpus.loaders import default_corpus_root
-from soundtok.errors import CorpusError
-from soundtok.errors import AudioLoadingError
+from soundtok.errors import AudioLoadingError, CorpusError
 from soundtok.train.config import load_config
 from soundtok.train.gan import train_gan
 from soundtok.train.shard import Shard, build_shard
