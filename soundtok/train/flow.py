@@ -37,14 +37,12 @@ The GAN-only fields of :class:`~soundtok.train.config.TrainConfig` (``discrimina
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 import torch
-import yaml
 
 from soundtok.errors import SoundtokError
 from soundtok.nn.quantize import VectorQuantizer
@@ -53,9 +51,9 @@ from soundtok.tokenizers.msn import LatentFlowTokenizer, MSNConfig, MSNTokenizer
 from soundtok.tokenizers.semantic import SemanticConfig, SemanticTokenizer
 from soundtok.train.config import TrainConfig, load_config
 from soundtok.train.data import CropSampler, training_data
-from soundtok.train.loop import Recipe, StepOutput, train
+from soundtok.train.loop import ConfigRecipe, StepOutput, train
 from soundtok.train.shard import ShardSampler
-from soundtok.train.state import export_run, latest_state, load_init_weights, make_accelerator, sync_quantizer
+from soundtok.train.state import export_run, latest_state, load_init_weights, sync_quantizer
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -123,7 +121,7 @@ def evaluate_flow(model: LatentFlowTokenizer, clips: Clips) -> dict[str, float]:
     return {"latent_error": float(result.error.mean()), "codebook_used": used / model.codebook_sizes[0]}
 
 
-class FlowRecipe(Recipe):
+class FlowRecipe(ConfigRecipe):
     """The shared flow step (module docstring); :class:`MSNRecipe` and :class:`SemanticRecipe` say what model."""
 
     cfg: TrainConfig
@@ -138,27 +136,14 @@ class FlowRecipe(Recipe):
             raise SoundtokError(f"invalid {self.name} model config: {exc}") from None
         return self.model_class(config, name=self.cfg.name)  # type: ignore[arg-type]
 
-    def build_trainable(self) -> LatentFlowTokenizer:
-        """:meth:`build`, then ``init_weights`` loaded."""
-        model = self.build()
-        if self.cfg.init_weights is not None:
-            load_init_weights(model, self.cfg.init_weights, self.name, self.cfg.init_modules)
-        return model
-
     def quantizer(self, model: LatentFlowTokenizer) -> VectorQuantizer | None:
         return None
-
-    def make_accelerator(self) -> Accelerator:
-        return make_accelerator(self.cfg)
-
-    def config_text(self) -> str:
-        return yaml.safe_dump(json.loads(self.cfg.model_dump_json()), sort_keys=False)
 
     def setup(self, accelerator: Accelerator, run_dir: Path) -> None:
         cfg = self.cfg
         check_config(cfg)
         torch.manual_seed(cfg.seed)  # identical initial weights on every process
-        model = self.build_trainable()
+        model = cast(LatentFlowTokenizer, self.build_trainable())
         hop = model.block_samples
         segment = int(round(cfg.data.segment_seconds * model.sample_rate))
         if segment % hop:
@@ -171,9 +156,7 @@ class FlowRecipe(Recipe):
         self.sampler, self.held_out = training_data(cfg.data, model.sample_rate)
         if latest_state(run_dir) is None:
             measure_latent_statistics(model, self.sampler, cfg)  # (a resumed run restores them with the weights)
-        o = cfg.optim
-        optimizer = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, o.lr_decay)
+        optimizer, self.scheduler = self.adamw(model.parameters())
         self.wrapped, self.optimizer = accelerator.prepare(model, optimizer)
         accelerator.register_for_checkpointing(self.scheduler)
         self.model = accelerator.unwrap_model(self.wrapped)

@@ -20,13 +20,11 @@ rank), so the run continues exactly.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-import yaml
 from torch import nn
 
 from soundtok.audio.mel import log_mel
@@ -44,8 +42,8 @@ from soundtok.registry import RecipeEntry, get_recipe, register_recipe
 from soundtok.tokenizers.codec import CodecConfig, CodecTokenizer
 from soundtok.train.config import TrainConfig, load_config
 from soundtok.train.data import training_data
-from soundtok.train.loop import Recipe, StepOutput, train
-from soundtok.train.state import export_run, load_init_weights, make_accelerator, sync_quantizer
+from soundtok.train.loop import ConfigRecipe, StepOutput, train
+from soundtok.train.state import export_run, sync_quantizer
 from soundtok.vocoder import Vocoder, VocoderConfig
 
 if TYPE_CHECKING:
@@ -57,7 +55,7 @@ log = logging.getLogger(__name__)
 Clips = list[tuple[str, torch.Tensor]]  # (id, [1, T]) held-out audio
 
 
-class GanRecipe(Recipe):
+class GanRecipe(ConfigRecipe):
     """The shared GAN step (module docstring); a subclass says what its generator is."""
 
     loss_tag = "loss/generator"
@@ -75,22 +73,13 @@ class GanRecipe(Recipe):
         raise NotImplementedError
 
     # ------------------------------------------------------------------------------ the Recipe interface
-    def make_accelerator(self) -> Accelerator:
-        return make_accelerator(self.cfg)
-
-    def config_text(self) -> str:
-        return yaml.safe_dump(json.loads(self.cfg.model_dump_json()), sort_keys=False)
-
     def setup(self, accelerator: Accelerator, run_dir: Path) -> None:
         cfg = self.cfg
         torch.manual_seed(cfg.seed)  # identical initial weights on every process
         model = self.build_trainable()
         disc = build_discriminator(DiscriminatorConfig.from_dict(cfg.discriminator))
-        o = cfg.optim
-        opt_g = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
-        opt_d = torch.optim.AdamW(disc.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
-        self.sched_g = torch.optim.lr_scheduler.ExponentialLR(opt_g, o.lr_decay)
-        self.sched_d = torch.optim.lr_scheduler.ExponentialLR(opt_d, o.lr_decay)
+        opt_g, self.sched_g = self.adamw(model.parameters())
+        opt_d, self.sched_d = self.adamw(disc.parameters())
         self.model, self.disc, self.opt_g, self.opt_d = accelerator.prepare(model, disc, opt_g, opt_d)
         self.mel_loss = MultiScaleMelLoss().to(accelerator.device)
         self.stft_loss = MultiResolutionSTFTLoss().to(accelerator.device)
@@ -99,13 +88,6 @@ class GanRecipe(Recipe):
         self.sampler, self.held_out = training_data(cfg.data, int(self.generator.sample_rate))
         self.accelerator = accelerator
         self.per_process = max(1, cfg.data.batch_size // accelerator.num_processes)
-
-    def build_trainable(self) -> nn.Module:
-        """:meth:`build`, then ``init_weights`` (fine-tuning, e.g. the adversarial phase from a shipped checkpoint)."""
-        model = self.build()
-        if self.cfg.init_weights is not None:
-            load_init_weights(model, self.cfg.init_weights, self.cfg.recipe, self.cfg.init_modules)
-        return model
 
     def batch(self, step: int) -> torch.Tensor:
         """This process's crops of ``step``: ``[B, 1, T]`` on the device."""

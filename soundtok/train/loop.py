@@ -20,14 +20,17 @@ steps, a kill, and ``m`` more give the weights of ``n + m`` straight steps.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+import yaml
 from torch import nn
 
 from soundtok.errors import SoundtokError
@@ -130,6 +133,39 @@ class Recipe:
     def export(self, accelerator: Accelerator, run_dir: Path, step: int) -> Path:
         """Write the trained model (every process calls this; the main one writes) and return where."""
         raise NotImplementedError
+
+
+class ConfigRecipe(Recipe):
+    """A recipe configured by a :class:`~soundtok.train.config.TrainConfig` (the GAN and flow recipes): its
+    accelerator (``precision``), ``config.yaml``, ``init_weights``/``init_modules`` and AdamW with exponential decay
+    (the ``optim`` section) are the same for all of them."""
+
+    cfg: TrainConfig
+
+    def make_accelerator(self) -> Accelerator:
+        from soundtok.train.state import make_accelerator
+
+        return make_accelerator(self.cfg)
+
+    def config_text(self) -> str:
+        return yaml.safe_dump(json.loads(self.cfg.model_dump_json()), sort_keys=False)
+
+    def build_trainable(self) -> nn.Module:
+        """:meth:`build`, then ``init_weights`` (only ``init_modules``' tensors, when set)."""
+        from soundtok.train.state import load_init_weights
+
+        model = self.build()
+        if self.cfg.init_weights is not None:
+            load_init_weights(model, self.cfg.init_weights, self.cfg.recipe, self.cfg.init_modules)
+        return model
+
+    def adamw(
+        self, params: Iterable[nn.Parameter]
+    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.ExponentialLR]:
+        """AdamW with the config's ``optim`` settings and its per-step exponential learning-rate decay."""
+        o = self.cfg.optim
+        opt = torch.optim.AdamW(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+        return opt, torch.optim.lr_scheduler.ExponentialLR(opt, o.lr_decay)
 
 
 def _writer(run_dir: Path) -> Any:
