@@ -464,9 +464,9 @@ intervals are not differences.</p>
 <h2 id="plots">Plots</h2>{"".join(plots)}
 <h2 id="cost">Cost and tokens</h2>{_cost_table(summary)}
 <p class="muted">RTF: seconds of compute per second of audio on {html.escape(_first_machine(summary))}
-(batch of one clip, after one untimed warm-up call); peak MiB: resident memory above the level before the
-system was loaded, sampled every 5 ms, model included (approximate: memory an earlier system freed may be reused
-without showing); codebook usage: fraction of codes used, mean over levels.</p>
+(batch of one clip, after one untimed warm-up call); peak MiB: what a fresh process needs to load the system and
+encode + decode the bundled 4.8 s speech clip (its peak resident memory minus that after the imports); codebook
+usage: fraction of codes used, mean over levels.</p>
 <h2 id="recorded">Probes, in-context learning, audio LLM (recorded)</h2>{_recorded_section(summary["recorded"])}
 <h2 id="listen">Listen</h2>{"".join(listening) or '<p class="muted">No clips in the listening section.</p>'}
 {f"<h2>Systems that could not run</h2><ul>{failed}</ul>" if failed else ""}

@@ -13,7 +13,6 @@ import gc
 import json
 import logging
 import re
-import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from typing import Any
 
 import soundtok
 from soundtok.bench.data import RATE, ClipSet
+from soundtok.bench.memory import peak_memory_mib
 from soundtok.bench.systems import System, load_system
 from soundtok.cache import cache_root, sha256_bytes
 from soundtok.errors import SoundtokError
@@ -30,8 +30,9 @@ from soundtok.eval.provenance import machine
 log = logging.getLogger(__name__)
 
 TASK = "resynthesis"
-#: bump when what an entry holds or how it is measured changes (old entries are then recomputed)
-FORMAT_VERSION = 1
+#: bump when what an entry holds or how it is measured changes (old entries are then recomputed); 2: peak memory
+#: measured in a fresh process per system (was sampled in the bench's own process)
+FORMAT_VERSION = 2
 #: metrics per domain: quick (seconds per clip) and full (adds ViSQOL and DNSMOS, slower)
 QUICK_METRICS = {
     "speech": ("mel_distance", "stoi", "pesq_wb", "speaker_sim", "dwer"),
@@ -91,41 +92,6 @@ class BenchRun:
         return sum(not e.cached for e in self.entries)
 
 
-class _PeakRss:
-    """Peak resident memory of this process while the block runs, sampled every 5 ms (psutil), in MiB above the
-    level at entry (:meth:`mib`); None without psutil."""
-
-    def __enter__(self) -> _PeakRss:
-        try:
-            import psutil
-        except ImportError:
-            self.process, self.peak = None, None
-            return self
-        self.process = psutil.Process()
-        self.base = self.process.memory_info().rss
-        self.peak_bytes = self.base
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _sample(self) -> None:
-        assert self.process is not None
-        while not self._stop.wait(0.005):
-            self.peak_bytes = max(self.peak_bytes, self.process.memory_info().rss)
-
-    def mib(self) -> float | None:
-        if self.process is None:
-            return None
-        self.peak_bytes = max(self.peak_bytes, self.process.memory_info().rss)
-        return (self.peak_bytes - self.base) / 2**20
-
-    def __exit__(self, *exc: object) -> None:
-        if self.process is not None:
-            self._stop.set()
-            self._thread.join()
-
-
 def entry_key(fingerprint: str, clipset: ClipSet, metrics: dict[str, tuple[str, ...]]) -> str:
     spec = json.dumps([FORMAT_VERSION, TASK, fingerprint, clipset.hash, sorted(metrics.items())])
     return sha256_bytes(spec.encode())[:16]
@@ -152,7 +118,6 @@ def _compute(
     folder: Path,
     evaluators: dict[str, Any],
     progress: Callable[[str], None],
-    peak: _PeakRss,
 ) -> Entry:
     from soundtok.audio.io import save_audio
     from soundtok.eval import Evaluator, token_stats
@@ -171,7 +136,12 @@ def _compute(
         decode_s += out.decode_s
         if out.tokens is not None:
             all_tokens.append(out.tokens)
-    peak_mib = peak.mib()
+    progress(f"{system.name}: peak memory")
+    try:
+        peak_mib = peak_memory_mib(system.name)  # system names are specs load_system reads
+    except ChildProcessError as exc:
+        log.warning("could not measure the peak memory of %s: %s", system.name, exc)
+        peak_mib = None
     for clip in clipset.clips:
         out = outputs[clip.id]
         save_audio(tmp / "audio" / f"{safe_name(clip.id)}.flac", out.wav.clamp(-1, 1), RATE, force=True)
@@ -242,15 +212,14 @@ def run_bench(
     evaluators: dict[str, Any] = {}  # clip id -> Evaluator, shared by the systems computed in this run
     for spec in systems:
         progress(spec)
-        gc.collect()  # the previous system's model is released before this one's memory is measured
         try:
-            with _PeakRss() as peak:  # from before loading: the model counts
-                system = load_system(spec)
-                folder = root / safe_name(system.name) / entry_key(system.fingerprint, clipset, metrics)
-                entry = _load_entry(folder)
-                if entry is None:
-                    entry = _compute(system, clipset, metrics, folder, evaluators, progress, peak)
-                del system
+            system = load_system(spec)
+            folder = root / safe_name(system.name) / entry_key(system.fingerprint, clipset, metrics)
+            entry = _load_entry(folder)
+            if entry is None:
+                entry = _compute(system, clipset, metrics, folder, evaluators, progress)
+            del system
+            gc.collect()  # one model in memory at a time
         except SoundtokError as exc:
             run.failed[spec] = str(exc)
             continue
