@@ -42,7 +42,17 @@ def median_seconds(fn: Callable[[], Any], repeats: int) -> float:
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident set size so far, in MiB (``ru_maxrss``: KiB on Linux, bytes on macOS)."""
+    """This process's peak resident set size so far, in MiB: Linux's ``VmHWM`` (``/proc/self/status``), else
+    ``ru_maxrss`` (KiB on Linux, bytes on macOS). ``ru_maxrss`` survives ``exec``: a child started from a large
+    parent reports at least the parent's size at the fork, which would hide the child's own peak; ``VmHWM`` belongs
+    to the new program's memory map alone."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     import resource  # POSIX only
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
