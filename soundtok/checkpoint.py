@@ -131,7 +131,6 @@ def read_checkpoint_config(folder: str | os.PathLike[str]) -> dict[str, Any]:
     return meta
 
 
-
 def parse_config(config_class: type[C], data: Any, folder: Path, what: str) -> C:
     """``config_class.from_dict(data)``, with every way a config can be wrong raised as :class:`CheckpointError`."""
     if not isinstance(data, dict):
