@@ -13,6 +13,7 @@ import gc
 import json
 import logging
 import re
+import shutil
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -186,8 +187,6 @@ def _compute(
     )
     (tmp / "result.json").write_text(json.dumps(entry.to_json(), indent=1))
     if folder.exists():  # a stale entry without result.json
-        import shutil
-
         shutil.rmtree(folder)
     tmp.rename(folder)
     return entry
