@@ -142,14 +142,18 @@ def _ids(episode) -> list[str]:
 
 
 def markdown(cells: list[dict], tests: list[dict]) -> list[str]:
-    p_of = {(t["task"], t["system"], t.get("n_way", 2), t.get("k_shot", 1)): t["p"] for t in tests}
-    lines = ["| task | N-way | K-shot | LLM | system | accuracy | 95% interval | episodes | p vs no-audio |",
-             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    def p_against(prefix: str) -> dict[tuple, float]:
+        return {(t["task"], t["system"], t.get("n_way", 2), t.get("k_shot", 1)): t["p"] for t in tests
+                if t["against"].startswith(prefix) or (prefix == "random" and " random " in t["against"])}  # fmt: skip
+
+    vs_blind, vs_random = p_against("no-audio"), p_against("random")
+    lines = ["| task | N-way | K-shot | LLM | system | accuracy | 95% interval | episodes | p vs no-audio "
+             "| p vs random words |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for c in cells:
-        p = p_of.get((c["task"], c["system"], c["n_way"], c["k_shot"]))
+        key = (c["task"], c["system"], c["n_way"], c["k_shot"])
+        p, q = (f"{v:.2g}" if v is not None else "" for v in (vs_blind.get(key), vs_random.get(key)))
         lines.append(f"| {c['task']} | {c['n_way']} | {c['k_shot']} | {c['llm']} | {c['system']} | "
-                     f"{c['accuracy']:.3f} | [{c['ci_low']:.3f}, {c['ci_high']:.3f}] | {c['episodes']} | "
-                     + (f"{p:.2g}" if p is not None else "") + " |")  # fmt: skip
+                     f"{c['accuracy']:.3f} | [{c['ci_low']:.3f}, {c['ci_high']:.3f}] | {c['episodes']} | {p} | {q} |")  # fmt: skip
     return lines
 
 
@@ -233,6 +237,10 @@ def main() -> None:
         if system.endswith(("llm", "llm-calibrated")):
             tests.append({"task": task, "system": system, "against": "no-audio",
                           "p": mcnemar(correct, outcomes[(task, "no-audio")])})  # fmt: skip
+            random_twin = (task, system.replace(" native ", " random "))
+            if " native " in system and random_twin in outcomes:  # the test: the LLM's own words vs random
+                tests.append({"task": task, "system": system, "against": random_twin[1],
+                              "p": mcnemar(correct, outcomes[random_twin])})  # fmt: skip
     result = {"cells": cells, "mcnemar": tests, "llm_sha256": before, "seconds": round(time.time() - started),
               "command": command_line()}  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
