@@ -153,7 +153,8 @@ def markdown(cells: list[dict], tests: list[dict]) -> list[str]:
         key = (c["task"], c["system"], c["n_way"], c["k_shot"])
         p, q = (f"{v:.2g}" if v is not None else "" for v in (vs_blind.get(key), vs_random.get(key)))
         lines.append(f"| {c['task']} | {c['n_way']} | {c['k_shot']} | {c['llm']} | {c['system']} | "
-                     f"{c['accuracy']:.3f} | [{c['ci_low']:.3f}, {c['ci_high']:.3f}] | {c['episodes']} | {p} | {q} |")  # fmt: skip
+                     f"{c['accuracy']:.3f} | [{c['ci_low']:.3f}, {c['ci_high']:.3f}] | {c['episodes']} | "
+                     f"{p} | {q} |")  # fmt: skip
     return lines
 
 
