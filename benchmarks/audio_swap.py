@@ -56,13 +56,12 @@ import torch
 import soundtok.testing.dummies  # noqa: F401  (registers toy-tiny: runs of smoke tests are trained on it)
 from soundtok.corpus import Manifest
 from soundtok.corpus.loaders import load_shared_corpus
-from soundtok.eval.asr import normalize_text
 from soundtok.eval.provenance import run_record
 from soundtok.eval.stats import bootstrap_mean, wilson
 from soundtok.llm.instructions import Instruction, from_jsonl, instruction_turns
 from soundtok.llm.prompt import PromptFormat
 from soundtok.llm.recipe import INSTRUCTIONS_FILE, META_FILE, MODEL_DIR, TOKENS_DIR, load_audio_llm
-from soundtok.llm.runs import dataset_of, run_items, run_names, select, selection_order, stored_meta
+from soundtok.llm.runs import dataset_of, partner_of, run_items, run_names, select, stored_meta
 from soundtok.store import TokenStore
 from soundtok.types import Tokens
 
@@ -76,23 +75,6 @@ class Pair:
 
     instruction: Instruction
     partner: Instruction
-
-
-def answers_of(ins: Instruction) -> set[str]:
-    return {normalize_text(r) for r in (*ins.references, ins.answer) if r}
-
-
-def partner_of(
-    ins: Instruction, pool: Sequence[Instruction], lengths: dict[str, int], datasets: dict[str, str]
-) -> Instruction | None:
-    """The partner of ``ins`` among ``pool`` (module docstring), or None when no instruction qualifies."""
-    mine = answers_of(ins)
-    others = [p for p in pool if p.item_id != ins.item_id and not (answers_of(p) & mine)]
-    same = [p for p in others if datasets[p.item_id] == datasets[ins.item_id]]
-    candidates = same or others
-    if not candidates:
-        return None
-    return min(candidates, key=lambda p: (abs(lengths[p.item_id] - lengths[ins.item_id]), selection_order(p)))
 
 
 def pairs_of(

@@ -398,6 +398,33 @@ CLASSIFY_QUESTIONS: dict[str, tuple[str, ...]] = {
         "Classify the speaker's gender. Options: {choices}.",
     ),
 }
+#: ``question_style="short"``: the same questions without the list of classes (one short answer is expected; the
+#: choices still travel with the instruction, for scoring by log-likelihood), variant for variant
+CLASSIFY_QUESTIONS_SHORT: dict[str, tuple[str, ...]] = {
+    "classify_event": ("Which sound event is this?", "What sound is in this recording?", "Classify this sound."),
+    "classify_instrument": (
+        "Which instrument is playing?",
+        "Name the instrument in this recording.",
+        "Classify the instrument.",
+    ),
+    "classify_emotion": (
+        "Which emotion does the speaker express?",
+        "How does the speaker feel?",
+        "Classify the emotion in this voice.",
+    ),
+    "classify_digit": ("Which digit does the speaker say?", "What number is spoken?", "Classify the spoken digit."),
+    "classify_gender": (
+        "Is the speaker female or male?",
+        "What is the speaker's gender?",
+        "Classify the speaker's gender.",
+    ),
+}
+_SHORT: dict[str, str] = {
+    long: short
+    for task, questions in CLASSIFY_QUESTIONS.items()
+    for long, short in zip(questions, CLASSIFY_QUESTIONS_SHORT[task], strict=True)
+}
+QUESTION_STYLES = ("choices", "short")
 ASR_QUESTIONS = (
     "Transcribe the speech.",
     "What does the speaker say? Write it down word for word.",
@@ -646,9 +673,14 @@ def build_instructions(
     seed: int = 0,
     templates_per_item: int = 1,
     tasks: Collection[str] | None = None,
+    question_style: str = "choices",
 ) -> list[Instruction]:
     """Instructions for every item of ``manifest`` whose dataset has templates (module docstring), in manifest
     order, then task order (:data:`TASKS`), then ``k``; ``tasks`` keeps only those tasks.
+
+    ``question_style="short"`` asks classification questions without listing the classes
+    (:data:`CLASSIFY_QUESTIONS_SHORT`: a short curriculum's questions); the draws, answers and ``choices`` are the
+    same as with ``"choices"``.
 
     Items of other datasets are skipped (logged). Deterministic given ``seed``; each item's examples depend only on
     that item, ``seed`` and (for the class lists of classification questions) the classes the manifest holds.
@@ -656,6 +688,8 @@ def build_instructions(
     if isinstance(templates_per_item, bool) or not isinstance(templates_per_item, int) or templates_per_item < 1:
         raise InstructionError(f"templates_per_item must be an integer >= 1, got {templates_per_item!r}")
     wanted = set(TASKS if tasks is None else tasks)
+    if question_style not in QUESTION_STYLES:
+        raise InstructionError(f"question_style must be one of {list(QUESTION_STYLES)}, got {question_style!r}")
     unknown = sorted(wanted - set(TASKS))
     if unknown:
         raise InstructionError(f"unknown task(s) {unknown}; tasks are {list(TASKS)}")
@@ -679,7 +713,11 @@ def build_instructions(
                 choices = v.choices
                 if choices:  # shuffled so the answer's position says nothing
                     choices = tuple(rng.sample(choices, len(choices)))
-                    question = question.replace("{choices}", ", ".join(choices))
+                    question = (
+                        _SHORT[question]
+                        if question_style == "short"
+                        else question.replace("{choices}", ", ".join(choices))
+                    )
                 out.append(
                     Instruction(
                         id=f"{item.id}/{task}/{k}",
@@ -791,6 +829,7 @@ def render_instruction(
 
 
 __all__ = [
+    "CLASSIFY_QUESTIONS_SHORT",
     "CLASSIFY_TASKS",
     "DIGIT_WORDS",
     "EMOTIONS",
@@ -799,6 +838,7 @@ __all__ = [
     "EVAL_ONLY_DATASETS",
     "GENDERS",
     "INSTRUMENTS",
+    "QUESTION_STYLES",
     "TASKS",
     "Instruction",
     "InstructionError",

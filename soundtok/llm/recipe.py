@@ -22,11 +22,12 @@ the state would silently be applied to another base. A run folder from before ``
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -42,8 +43,10 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
     from soundtok.corpus import Manifest
+    from soundtok.llm.instructions import Instruction
     from soundtok.llm.lora import LoRASettings
     from soundtok.llm.prompt import PromptFormat
+    from soundtok.llm.vocab import PromptAudio
     from soundtok.tokenizers.base import AudioTokenizer
     from soundtok.types import Tokens
 
@@ -66,12 +69,20 @@ class LLMTrainConfig(Strict):
     datasets: list[str] | None = None  # default: every dataset of the corpus
     tasks: list[str] | None = None  # default: every task of soundtok.llm.instructions.TASKS
     templates_per_item: int = Field(1, ge=1)
+    question_style: Literal["choices", "short"] = "choices"  # short: no list of classes (soundtok.llm.instructions)
+    # a fraction of the train split's items (hashed by item id) held out as split "validation", to select settings on
+    validation_fraction: float = Field(0.0, ge=0.0, lt=1.0)
+    # control run: the answers of each classification task shuffled across its train instructions (seeded)
+    permute_labels: bool = False
+    prompt_max_seconds: float | None = Field(None, gt=0)  # prompt audio cut to its first seconds (PromptAudio)
+    collapse_runs: bool = False  # prompt audio with runs of one code written once (one-level tokenizers)
     audio_init: Literal["mean", "random", "codebook"] = "codebook"  # audio-token input rows (soundtok.llm.vocab)
     untie_head: bool = False  # give a tied LLM its own output head first (soundtok.llm.vocab.untie_output_embeddings)
     lora: dict[str, Any] = Field(default_factory=dict)  # fields of soundtok.llm.LoRASettings
     steps: int = Field(1000, ge=1)
     batch_size: int = Field(8, ge=1)
     lr: float = Field(2e-4, gt=0)
+    new_rows_lr: float | None = Field(None, gt=0)  # the new audio rows' own learning rate (no weight decay); None: lr
     max_length: int = Field(1024, ge=8)  # longer train examples (long clips) are dropped, counted in the log
     micro_batch_ids: int = Field(512, ge=0)  # padded ids per forward (soundtok.llm.train); 0: the whole batch
     seed: int = 0
@@ -86,12 +97,18 @@ class LLMTrainConfig(Strict):
         except (TypeError, ValueError) as exc:
             raise SoundtokError(f"invalid lora settings {self.lora}: {exc}") from None
 
+    def prompt_audio(self) -> PromptAudio:
+        from soundtok.llm.vocab import PromptAudio
+
+        return PromptAudio(self.prompt_max_seconds, self.collapse_runs)
+
 
 def load_llm_config(path: str | os.PathLike[str] | None, overrides: list[str] | None = None) -> LLMTrainConfig:
     return read_config(path, overrides, LLMTrainConfig)
 
 
-def _manifest(cfg: LLMTrainConfig) -> Manifest:
+def run_manifest(cfg: LLMTrainConfig) -> Manifest:
+    """The items a run of ``cfg`` builds its instructions from: its manifest file, or the shared corpus."""
     from soundtok.corpus import Manifest
     from soundtok.corpus.loaders import load_shared_corpus
 
@@ -105,12 +122,10 @@ def prepare_data(cfg: LLMTrainConfig, run_dir: Path, audio: AudioTokenizer) -> l
     store of their items."""
     from soundtok.corpus import Manifest
     from soundtok.corpus.tokenize import tokenize_corpus
-    from soundtok.llm.instructions import build_instructions, from_jsonl, to_jsonl
+    from soundtok.llm.instructions import from_jsonl, to_jsonl
 
-    manifest = _manifest(cfg)
-    instructions = build_instructions(
-        manifest, seed=cfg.seed, templates_per_item=cfg.templates_per_item, tasks=cfg.tasks
-    )
+    manifest = run_manifest(cfg)
+    instructions = run_instructions(cfg, manifest)
     path = run_dir / INSTRUCTIONS_FILE
     if path.exists():
         if from_jsonl(path) != instructions:
@@ -124,6 +139,50 @@ def prepare_data(cfg: LLMTrainConfig, run_dir: Path, audio: AudioTokenizer) -> l
     items = Manifest([item for item in manifest if item.id in needed])
     tokenize_corpus(items, audio, run_dir / TOKENS_DIR)
     return instructions
+
+
+def run_instructions(cfg: LLMTrainConfig, manifest: Manifest, *, true_labels: bool = False) -> list[Instruction]:
+    """The instructions a run of ``cfg`` trains and is scored on (stage 1); ``true_labels`` leaves out the label
+    permutation of a control run (its readers and blind prior are scored on the real labels)."""
+    from soundtok.llm.instructions import build_instructions
+
+    instructions = build_instructions(
+        manifest, seed=cfg.seed, templates_per_item=cfg.templates_per_item, tasks=cfg.tasks,
+        question_style=cfg.question_style,
+    )  # fmt: skip
+    instructions = hold_out(instructions, cfg.validation_fraction, cfg.seed)
+    return permute_labels(instructions, cfg.seed) if cfg.permute_labels and not true_labels else instructions
+
+
+def hold_out(instructions: list[Instruction], fraction: float, seed: int) -> list[Instruction]:
+    """The train-split instructions of a ``fraction`` of the items (chosen by a hash of ``seed`` and the item id, so
+    every task of an item lands on the same side) moved to split ``"validation"``."""
+    if fraction <= 0:
+        return instructions
+
+    def held(item_id: str) -> bool:
+        digest = hashlib.sha256(f"validation:{seed}:{item_id}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+    return [replace(i, split="validation") if i.split == "train" and held(i.item_id) else i for i in instructions]
+
+
+def permute_labels(instructions: list[Instruction], seed: int) -> list[Instruction]:
+    """The control for "the model learned from the audio": each classification task's train answers shuffled
+    across its train instructions (seeded), so the labels keep their frequencies and lose their tie to the audio.
+    Other splits and tasks are unchanged."""
+    import random
+
+    from soundtok.llm.instructions import CLASSIFY_TASKS
+
+    out = list(instructions)
+    for task in sorted(CLASSIFY_TASKS):
+        where = [n for n, i in enumerate(out) if i.task == task and i.split == "train"]
+        answers = [out[n].answer for n in where]
+        random.Random(f"permute:{seed}:{task}").shuffle(answers)
+        for n, answer in zip(where, answers, strict=True):
+            out[n] = replace(out[n], answer=answer, references=(answer,))
+    return out
 
 
 def _extended_llm(cfg: LLMTrainConfig, audio: AudioTokenizer) -> tuple[PreTrainedModel, Any, Any]:
@@ -140,9 +199,10 @@ def check_base(cfg: LLMTrainConfig, run_dir: Path, audio: AudioTokenizer) -> Non
     from soundtok.train.state import STATE_DIR
 
     base = {"llm": cfg.llm, "audio_tokenizer": str(audio.identity), "audio_init": cfg.audio_init,
-            "untie_head": cfg.untie_head, "seed": cfg.seed}  # fmt: skip
+            "untie_head": cfg.untie_head, "seed": cfg.seed, "prompt_audio": cfg.prompt_audio().to_dict()}  # fmt: skip
     path = run_dir / BASE_FILE
-    older = {"untie_head": False}  # keys added to base.json later, as the runs before them were built
+    # keys added to base.json later, as the runs before them were built
+    older = {"untie_head": False, "prompt_audio": {"max_seconds": None, "collapse_runs": False}}
     if path.is_file():
         saved = older | json.loads(path.read_text())
     elif any((run_dir / STATE_DIR).glob("step-*")):  # a run from before base.json: only the init is known
@@ -181,6 +241,7 @@ def train_llm(cfg: LLMTrainConfig, run_dir: str | os.PathLike[str]) -> Path | No
         model, tokenizer, vocab, instructions, store.get, settings, run_dir,
         steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, max_length=cfg.max_length, seed=cfg.seed,
         checkpoint_every=cfg.checkpoint_every, log_every=cfg.log_every, micro_batch_ids=cfg.micro_batch_ids,
+        new_rows_lr=cfg.new_rows_lr, prompt_audio=cfg.prompt_audio(),
     )  # fmt: skip
     if run.adapter_dir is None:
         return None
@@ -198,6 +259,7 @@ def train_llm(cfg: LLMTrainConfig, run_dir: str | os.PathLike[str]) -> Path | No
         "steps": run.steps,
         "train_tokens": run.train_tokens,
         "lora": settings.to_dict(),
+        "prompt_audio": cfg.prompt_audio().to_dict(),
         "train_config": json.loads(cfg.model_dump_json()),
         # tells two exports of the same config apart (a run trained again on another machine, say)
         "exported_at": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -217,10 +279,15 @@ class AudioLLM:
     model: PreTrainedModel
     fmt: PromptFormat
     audio: AudioTokenizer
+    prompt_audio: PromptAudio | None = None  # how audio in a question is shown (as in training); None: as encoded
 
     def audio_tokens(self, wav: torch.Tensor, sample_rate: int) -> Tokens:
         """``wav [C, T]`` or ``[1, C, T]`` -> one item of this model's audio tokens."""
         return self.audio.encode(wav if wav.dim() == 3 else wav[None], sample_rate)
+
+    def question_audio(self, tokens: Tokens) -> Tokens:
+        """``tokens`` as the model read audio in its questions during training (:class:`PromptAudio`)."""
+        return tokens if self.prompt_audio is None else self.prompt_audio(tokens)
 
     def ask(self, question: str, wav: torch.Tensor | None = None, sample_rate: int | None = None, **kw: Any) -> str:
         """The text answer to ``question`` about ``wav`` (or about nothing); ``kw`` go to :func:`generate_text`."""
@@ -234,7 +301,7 @@ class AudioLLM:
         from soundtok.llm.generate import generate_text
         from soundtok.llm.prompt import Turn
 
-        turn = Turn.user(question) if tokens is None else Turn.user(tokens, "\n" + question)
+        turn = Turn.user(question) if tokens is None else Turn.user(self.question_audio(tokens), "\n" + question)
         return generate_text(self.model, self.fmt, [turn], **kw).text
 
     def speak(self, prompt: str, **kw: Any) -> torch.Tensor:
@@ -251,7 +318,7 @@ def load_audio_llm(folder: str | os.PathLike[str], *, device: str | torch.device
     import soundtok
     from soundtok.llm.models import load_llm
     from soundtok.llm.prompt import CHATML_TEMPLATE, PromptFormat
-    from soundtok.llm.vocab import AudioVocab
+    from soundtok.llm.vocab import AudioVocab, PromptAudio
 
     folder = Path(folder)
     meta_path = folder / META_FILE
@@ -268,7 +335,8 @@ def load_audio_llm(folder: str | os.PathLike[str], *, device: str | torch.device
     audio = soundtok.load(audio_name)
     vocab.tokenizer.check_same(audio.identity)  # the checkpoint behind the name must be the one trained with
     template = None if getattr(tokenizer, "chat_template", None) else CHATML_TEMPLATE
-    return AudioLLM(model, PromptFormat(tokenizer, vocab, chat_template=template), audio.to(device))
+    fmt = PromptFormat(tokenizer, vocab, chat_template=template)
+    return AudioLLM(model, fmt, audio.to(device), PromptAudio(**meta.get("prompt_audio", {})))
 
 
 register_recipe(RecipeEntry("lora", load_llm_config, train_llm))

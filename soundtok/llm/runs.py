@@ -8,6 +8,7 @@ the same selection of the same runs; both read it from here.
 - :func:`run_items`: the items the run was trained on, by id (its manifest over the shared corpus's).
 - :func:`select`: per task, at most ``limit`` instructions of a split, round robin over the source datasets, in a
   fixed pseudo-random order within each (:func:`selection_order`).
+- :func:`partner_of`: the clip whose audio replaces an instruction's own in a swap test or control.
 
 >>> from soundtok.llm.instructions import Instruction
 >>> ids = [f"{d}/{i}" for d in ("a", "b") for i in range(3)]
@@ -28,6 +29,7 @@ from typing import Any
 
 from soundtok.corpus.manifest import AudioItem, Manifest
 from soundtok.errors import SoundtokError
+from soundtok.eval.asr import normalize_text
 from soundtok.llm.instructions import TASKS, Instruction
 from soundtok.llm.recipe import META_FILE, MODEL_DIR
 
@@ -104,3 +106,23 @@ def select(
         if chosen:
             out[task] = sorted(chosen, key=lambda i: i.id)
     return out
+
+
+def answers_of(ins: Instruction) -> set[str]:
+    return {normalize_text(r) for r in (*ins.references, ins.answer) if r}
+
+
+def partner_of(
+    ins: Instruction, pool: Sequence[Instruction], lengths: dict[str, int], datasets: dict[str, str]
+) -> Instruction | None:
+    """The partner of ``ins`` among ``pool``: of the instructions whose item differs and whose answers share none
+    with ``ins``'s (after ``normalize_text``), those of the same source dataset if any, the one whose audio is
+    nearest in length (``lengths`` by item id; ties: :func:`selection_order`); None when none qualifies. Nearest
+    length keeps the number of audio tokens, which alone reveals duration, about the same."""
+    mine = answers_of(ins)
+    others = [p for p in pool if p.item_id != ins.item_id and not (answers_of(p) & mine)]
+    same = [p for p in others if datasets[p.item_id] == datasets[ins.item_id]]
+    candidates = same or others
+    if not candidates:
+        return None
+    return min(candidates, key=lambda p: (abs(lengths[p.item_id] - lengths[ins.item_id]), selection_order(p)))

@@ -70,7 +70,7 @@ if TYPE_CHECKING:
     from accelerate import Accelerator
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-    from soundtok.llm.vocab import AudioVocab
+    from soundtok.llm.vocab import AudioVocab, PromptAudio
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +142,22 @@ def micro_batches(lengths: Sequence[int], max_ids: int) -> list[list[int]]:
     return groups + [group] if group else groups
 
 
+def param_groups(
+    named: Sequence[tuple[str, torch.nn.Parameter]], lr: float, new_rows_lr: float | None
+) -> list[dict[str, Any]]:
+    """AdamW groups: the LoRA matrices at ``lr`` (AdamW's default weight decay); with ``new_rows_lr``, the new audio
+    rows (peft's ``trainable_tokens`` deltas) in a group of their own at that rate and without weight decay, since
+    rows that start from scratch need larger steps than a low-rank update of trained weights (and decay would pull
+    them to the init). Without it every trainable parameter is one group at ``lr``."""
+    if new_rows_lr is None:
+        return [{"params": [p for _, p in named], "lr": lr}]
+    rows = [p for n, p in named if "trainable_tokens" in n]
+    if not rows:
+        raise ValueError("new_rows_lr is set but no new audio rows train (lora.train_new_tokens is false)")
+    other = [p for n, p in named if "trainable_tokens" not in n]
+    return [{"params": other, "lr": lr}, {"params": rows, "lr": new_rows_lr, "weight_decay": 0.0}]
+
+
 def batch_indices(seed: int, step: int, num_examples: int, batch_size: int) -> list[int]:
     """The examples of step ``step``: ``batch_size`` draws with replacement, a function of ``(seed, step)`` only."""
     rng = random.Random(f"lora:{seed}:{step}")
@@ -155,15 +171,19 @@ def render_examples(
     *,
     max_length: int,
     split: str = "train",
+    prompt_audio: PromptAudio | None = None,
 ) -> tuple[list[Rendered], int]:
     """``split``'s instructions rendered once each, and how many were dropped for being longer than
-    ``max_length`` ids."""
+    ``max_length`` ids. ``prompt_audio`` is the view of audio read in a question (not of answer audio)."""
     kept: list[Rendered] = []
     dropped = 0
     for ins in instructions:
         if ins.split != split:
             continue
-        r = render_instruction(ins, fmt, tokens_of(ins.item_id))
+        tokens = tokens_of(ins.item_id)
+        if prompt_audio is not None and ins.audio_in_prompt:
+            tokens = prompt_audio(tokens)
+        r = render_instruction(ins, fmt, tokens)
         if len(r.input_ids) > max_length:
             dropped += 1
             continue
@@ -204,6 +224,7 @@ class LoRARecipe(Recipe):
         lr: float,
         seed: int,
         micro_batch_ids: int,
+        new_rows_lr: float | None = None,
     ) -> None:
         self.base_model, self.vocab, self.examples, self.pad_id = model, vocab, examples, pad_id
         self.settings, self.batch_size, self.lr, self.seed, self.micro_batch_ids = (
@@ -213,6 +234,7 @@ class LoRARecipe(Recipe):
             seed,
             micro_batch_ids,
         )
+        self.new_rows_lr = new_rows_lr
         # supervised targets per example: positions 1.. with weight > 0 (position 0 is never a target)
         self.supervised = [int((r.loss_weights[1:] > 0).sum()) for r in examples]
         self.supervised_weight = [float(r.loss_weights[1:].sum()) for r in examples]  # weights are >= 0
@@ -221,8 +243,9 @@ class LoRARecipe(Recipe):
     def setup(self, accelerator: Accelerator, run_dir: Path) -> None:
         torch.manual_seed(self.seed)  # identical LoRA initialisation on every process
         peft_model = apply_lora(self.base_model, self.vocab, self.settings)
-        self.params = [p for p in peft_model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(self.params, lr=self.lr)
+        named = [(n, p) for n, p in peft_model.named_parameters() if p.requires_grad]
+        self.params = [p for _, p in named]
+        optimizer = torch.optim.AdamW(param_groups(named, self.lr, self.new_rows_lr))
         self.prepared, self.optimizer = accelerator.prepare(peft_model, optimizer)
         accelerator.register_for_checkpointing(self.progress)
         self.accelerator = accelerator
@@ -293,6 +316,8 @@ def train_lora(
     log_every: int = 10,
     micro_batch_ids: int = 512,
     max_steps_this_run: int | None = None,
+    new_rows_lr: float | None = None,
+    prompt_audio: PromptAudio | None = None,
 ) -> LoRARun:
     """Train a LoRA adapter (module docstring) on ``model`` (already extended with
     :func:`~soundtok.llm.extend_vocab`) and return what was done.
@@ -300,6 +325,8 @@ def train_lora(
     ``tokens_of(item_id)`` gives one item's tokens (e.g. :meth:`soundtok.store.TokenStore.get`).
     ``max_steps_this_run`` stops early (the state is saved; call again with the same ``run_dir`` to go on).
     ``model`` is wrapped in place by :func:`~soundtok.llm.apply_lora`: pass a freshly loaded model to each call.
+    ``new_rows_lr``: the new audio rows' own learning rate (:func:`param_groups`); ``prompt_audio``: how audio in a
+    question is shown (:class:`~soundtok.llm.vocab.PromptAudio`).
     """
     loop = LoopSettings(steps=steps, log_every=log_every, checkpoint_every=checkpoint_every,
                         keep_checkpoints=KEEP_STATES, max_steps_this_run=max_steps_this_run)  # fmt: skip
@@ -312,7 +339,7 @@ def train_lora(
 
     template = None if getattr(hf_tokenizer, "chat_template", None) else CHATML_TEMPLATE
     fmt = PromptFormat(hf_tokenizer, vocab, weights=LossWeights(audio=settings.audio_weight), chat_template=template)
-    examples, dropped = render_examples(instructions, tokens_of, fmt, max_length=max_length)
+    examples, dropped = render_examples(instructions, tokens_of, fmt, max_length=max_length, prompt_audio=prompt_audio)
     if dropped:
         log.warning("dropped %d train example(s) longer than max_length=%d ids", dropped, max_length)
     if not examples:
@@ -324,7 +351,7 @@ def train_lora(
     if pad_id is None:
         raise ValueError("the tokenizer has neither a pad nor an eos token; set tokenizer.pad_token")
     recipe = LoRARecipe(model, vocab, examples, pad_id, settings, batch_size=batch_size, lr=lr, seed=seed,
-                        micro_batch_ids=micro_batch_ids)  # fmt: skip
+                        micro_batch_ids=micro_batch_ids, new_rows_lr=new_rows_lr)  # fmt: skip
     log.info("%d train examples (%d dropped), %d supervised tokens", len(examples), dropped, sum(recipe.supervised))
     result = run(recipe, Path(run_dir), loop)
     return LoRARun(
@@ -359,6 +386,7 @@ __all__ = [
     "batch_indices",
     "collate",
     "micro_batches",
+    "param_groups",
     "render_examples",
     "train_lora",
 ]

@@ -555,3 +555,58 @@ def extend_vocab(
         vocab.num_tokens, source.identity, min(vocab.ids), max(vocab.ids), init if model is not None else "-",
     )  # fmt: skip
     return vocab
+
+
+@dataclass(frozen=True)
+class PromptAudio:
+    """How an item's tokens are shown to the LLM when the audio is *read* (in a question), not written.
+
+    ``max_seconds`` keeps the first seconds of a longer clip (a gender or emotion question needs no more, and a
+    10 s LibriSpeech clip of deduplicated Whisper units is ~330 ids); ``collapse_runs`` writes a run of one repeated
+    code once (Whisper units at 50 Hz repeat ~1.5 times on average: 33 ids/s instead of 50), for one-level
+    tokenizers only. The result is a :class:`~soundtok.types.Tokens` whose length is its frame count times the hop:
+    a view for the LLM, not audio to decode. The default changes nothing.
+
+    >>> from soundtok.types import LevelSpec, TokenizerId
+    >>> t = Tokens((torch.tensor([[4, 4, 4, 7, 7, 4]]),), torch.tensor([6 * 320]), 16000, (LevelSpec(320, 8),),
+    ...            TokenizerId("toy", "toy", "0"))
+    >>> PromptAudio(collapse_runs=True)(t).codes[0].tolist()
+    [[4, 7, 4]]
+    >>> PromptAudio(max_seconds=0.06)(t).codes[0].tolist()
+    [[4, 4, 4]]
+    """
+
+    max_seconds: float | None = None
+    collapse_runs: bool = False
+
+    def __post_init__(self) -> None:
+        if self.max_seconds is not None and not self.max_seconds > 0:
+            raise ValueError(f"max_seconds must be > 0 (or None: the whole clip), got {self.max_seconds}")
+
+    def __call__(self, tokens: Tokens) -> Tokens:
+        if self.max_seconds is None and not self.collapse_runs:
+            return tokens
+        if tokens.batch_size != 1:
+            raise ValueError(f"PromptAudio takes one item's tokens, got a batch of {tokens.batch_size}")
+        if self.collapse_runs and tokens.num_levels != 1:
+            raise ValueError(
+                f"collapse_runs is for one-level tokenizers (runs are a per-level notion and the levels would no "
+                f"longer line up); {tokens.tokenizer.name} has {tokens.num_levels} levels"
+            )
+        length = int(tokens.lengths[0])
+        if self.max_seconds is not None:
+            length = min(length, max(1, round(self.max_seconds * tokens.sample_rate)))
+        levels = []
+        for codes, spec in zip(tokens.codes, tokens.levels, strict=True):
+            kept = codes[0, : int(frames_for(length, spec.hop_length))]
+            if self.collapse_runs:
+                kept = torch.unique_consecutive(kept)
+            levels.append(kept)
+        if self.collapse_runs:  # the view's length: its frames times the hop
+            length = max(len(levels[0]), 1) * tokens.levels[0].hop_length
+        return Tokens(
+            tuple(c[None] for c in levels), torch.tensor([length]), tokens.sample_rate, tokens.levels, tokens.tokenizer
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"max_seconds": self.max_seconds, "collapse_runs": self.collapse_runs}
