@@ -12,7 +12,9 @@ A :class:`Recipe` knows its model: how to build it and its optimisers (:meth:`Re
 - evaluation every ``eval_every`` steps and at the last step (main process only);
 - resumable states every ``checkpoint_every`` steps, at the end of the call and when out of time (written
   atomically, the newest ``keep_checkpoints`` kept: :func:`soundtok.train.state.save_state`);
-- the export once ``steps`` are done.
+- the export once ``steps`` are done;
+- a clean stop on SIGTERM or SIGINT (a scheduler's preemption, Ctrl-C): the step in progress finishes, a state is
+  saved and :func:`run` returns, so rerunning the same command loses nothing (a second signal stops at once).
 
 Batches are the recipe's business, and every recipe draws them as a function of (seed, step, rank), so ``n``
 steps, a kill, and ``m`` more give the weights of ``n + m`` straight steps.
@@ -20,11 +22,14 @@ steps, a kill, and ``m`` more give the weights of ``n + m`` straight steps.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import signal
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -177,9 +182,48 @@ def _writer(run_dir: Path) -> Any:
     return SummaryWriter(str(run_dir / "logs"))
 
 
+@contextlib.contextmanager
+def _stop_requests() -> Iterator[threading.Event]:
+    """An event set by the first SIGTERM or SIGINT while the block runs (the old handlers come back after, and on
+    the second signal); outside the main thread, where handlers cannot be installed, an event never set."""
+    event = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield event
+        return
+    old = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def handler(signum: int, frame: Any) -> None:
+        log.warning("%s received: finishing this step and saving a state (send it again to stop at once)",
+                    signal.Signals(signum).name)  # fmt: skip
+        event.set()
+        for sig, previous in old.items():
+            signal.signal(sig, previous)
+
+    for sig in old:
+        signal.signal(sig, handler)
+    try:
+        yield event
+    finally:
+        for sig, previous in old.items():
+            signal.signal(sig, previous)
+
+
+def _any_process(accelerator: Accelerator, flag: bool) -> bool:
+    """``flag`` of any process (one collective per call with several processes), so all stop at the same step even
+    when a signal reached only one of them."""
+    if accelerator.num_processes == 1:
+        return flag
+    value = torch.tensor([float(flag)], device=accelerator.device)
+    return bool(accelerator.reduce(value, reduction="sum").item() > 0)
+
+
 def run(recipe: Recipe, run_dir: str | Path, settings: LoopSettings) -> LoopResult:
     """Train (or resume) ``recipe`` in ``run_dir`` (module docstring)."""
-    run_dir = Path(run_dir)
+    with _stop_requests() as stop:
+        return _run(recipe, Path(run_dir), settings, stop)
+
+
+def _run(recipe: Recipe, run_dir: Path, settings: LoopSettings, stop: threading.Event) -> LoopResult:
     accelerator = recipe.make_accelerator()
     recipe.setup(accelerator, run_dir)
     log.info("process %d of %d on %s", accelerator.process_index, accelerator.num_processes, accelerator.device)
@@ -232,10 +276,14 @@ def run(recipe: Recipe, run_dir: str | Path, settings: LoopSettings) -> LoopResu
             if scores:
                 log.info("step %d eval %s", step, {k: round(v, 4) for k, v in scores.items()})
         out_of_time = step < stop_at and time.monotonic() >= stop_time
-        if step % s.checkpoint_every == 0 or step == stop_at or out_of_time:
+        stopped = step < stop_at and _any_process(accelerator, stop.is_set())
+        if step % s.checkpoint_every == 0 or step == stop_at or out_of_time or stopped:
             save_state(accelerator, run_dir, step, s.keep_checkpoints)
         if out_of_time:
             log.info("step %d: max_minutes=%g reached; rerun the same command to continue", step, s.max_minutes)
+            break
+        if stopped:
+            log.info("step %d: stopped by a signal, state saved; rerun the same command to continue", step)
             break
 
     if writer is not None:
