@@ -26,7 +26,6 @@ from typing import Any
 
 import torch
 
-from soundtok.corpus.loaders import load_shared_corpus
 from soundtok.eval.provenance import run_record
 from soundtok.fileio import atomic_write
 from soundtok.llm.instructions import CLASSIFY_TASKS, from_jsonl
@@ -167,7 +166,6 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     names = run_names(args.runs)
     started = time.time()
-    load_shared_corpus(None, ["fsdd"])  # fail early, with the loader's message, when the corpus is not there
     report: dict[str, Any] = {**run_record(threads=args.threads), "split": args.split, "limit": args.limit,
                               "runs": {}}  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,9 @@ Llama and toy-tiny tokens."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -40,7 +43,7 @@ def digit_items(n: int) -> list[AudioItem]:
             f"fsdd/{i % 10}_s{i}_0",
             clip,
             0.3 + 0.01 * i,
-            {"digit": str(i % 10), "gender": "mf"[i % 2]},
+            {"digit": str(i % 10), "gender": ("male", "female")[i % 2]},
             "test" if i % 5 == 0 else "train",
             "fsdd",
         )  # fmt: skip
@@ -176,3 +179,22 @@ def test_summary_counts_what_each_scoring_got_right() -> None:
     assert (out["no_audio"]["right"], out["swapped"]["right"], out["reader"]["right"]) == (1, 3, 3)
     assert out["blind_prior"]["right"] == 1 and out["chance"] == 0.5
     assert out["ll"]["mcnemar_p_vs_blind_prior"] == pytest.approx(0.625)  # 4 discordant pairs, 3 to 1
+
+
+def test_the_benchmark_writes_its_report(
+    curriculum_run: tuple[Path, LLMTrainConfig], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("listening_bench", root / "benchmarks" / "listening.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    run, _ = curriculum_run
+    argv = ["listening.py", "--runs", str(run), "--split", "test", "--references", "2", "--out", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", argv)
+    bench.main()
+    report = json.loads((tmp_path / "listening_test.json").read_text())
+    tasks = report["runs"]["run"]["tasks"]
+    assert set(tasks) == {"classify_digit", "classify_gender"} and tasks["classify_digit"]["ll"]["n"] == 4
+    assert "| LL |" in (tmp_path / "listening_test.md").read_text()
+    assert bench.headline(report, "run")["digits"]["n"] == 4
