@@ -29,7 +29,7 @@ import torch
 from soundtok.eval.provenance import run_record
 from soundtok.fileio import atomic_write
 from soundtok.llm.instructions import CLASSIFY_TASKS, from_jsonl
-from soundtok.llm.listening import evaluate_task
+from soundtok.llm.listening import accuracy, evaluate_speaking, evaluate_task
 from soundtok.llm.recipe import (
     INSTRUCTIONS_FILE,
     MODEL_DIR,
@@ -88,9 +88,36 @@ def evaluate_run(run: Path, args: argparse.Namespace) -> dict[str, Any]:
         log.info("%s %s: ll %.3f calibrated %.3f greedy %.3f (blind prior %.3f, bag of codes %.3f), %d items",
                  run.name, task, t["ll"]["accuracy"], t["calibrated"]["accuracy"], t["greedy"]["accuracy"],
                  t["blind_prior"]["accuracy"], t["bag_of_codes_reader"]["accuracy"], t["ll"]["n"])  # fmt: skip
-    return {"run": str(run), "steps": meta.get("steps"), "permute_labels": cfg.permute_labels,
+    speaking = None
+    prompts = [i for i in selected.get("text_to_audio", []) if dataset_of(i.item_id, items) == "fsdd"]
+    if prompts and args.speak:
+        speaking = speak_digits(llm, prompts[: args.speak], instructions, store, items)
+    return {"run": str(run), "steps": meta.get("steps"), "permute_labels": cfg.permute_labels, "speaking": speaking,
             "audio_tokenizer": meta.get("audio_tokenizer"), "exported_at": meta.get("exported_at"),
             "tasks": tasks}  # fmt: skip
+
+
+def speak_digits(llm: Any, prompts: list[Any], instructions: list[Any], store: Any, items: Any) -> dict[str, Any]:
+    """Spoken digits on request: the tokenizer's own probe (:func:`evaluate_speaking`) and Whisper on the decoded
+    audio (right when the transcript holds the requested digit word or numeral)."""
+    from soundtok.eval.asr import normalize_text, transcribe
+    from soundtok.llm.instructions import DIGIT_WORDS
+
+    started = time.time()
+    train = [i for i in instructions if i.task == "text_to_audio" and i.split == "train"
+             and dataset_of(i.item_id, items) == "fsdd"]  # fmt: skip
+    out = evaluate_speaking(llm, prompts, train, store.get)
+    numerals = {w: str(n) for n, w in enumerate(DIGIT_WORDS)}
+    heard = []
+    for ins, tokens in zip(prompts, out.pop("generated"), strict=True):
+        words = normalize_text(transcribe(llm.audio.decode(tokens)[0], llm.audio.sample_rate)).split()
+        target = ins.references[0]
+        heard.append(target in words or numerals.get(target) in words)
+    out["whisper"] = accuracy(heard)
+    out["seconds_total"] = round(time.time() - started, 1)
+    log.info("speaking: probe %.3f (real clips %.3f), Whisper %.3f, %d prompts", out["probe"]["accuracy"],
+             out["probe_on_real_clips"]["accuracy"], out["whisper"]["accuracy"], len(prompts))  # fmt: skip
+    return out
 
 
 def cell(x: dict[str, Any]) -> str:
@@ -120,6 +147,12 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append(f"| {label} | " + " | ".join(row) + " |")
         lines.append("| chance | " + " | ".join(f"{t['chance']:.3f}" for t in result["tasks"].values()) + " |")
         lines.append("| n | " + " | ".join(str(t["ll"]["n"]) for t in result["tasks"].values()) + " |")
+        if result.get("speaking"):
+            sp = result["speaking"]
+            lines += ["", f"Spoken digits on request ({sp['probe']['n']} prompts, chance {sp['chance']:.2f}): the "
+                      f"tokenizer's probe hears the requested digit in {cell(sp['probe'])} (on the real clips: "
+                      f"{cell(sp['probe_on_real_clips'])}); Whisper on the decoded audio {cell(sp['whisper'])}; "
+                      f"most frequent heard digit {sp['most_heard_share']:.2f} of answers."]  # fmt: skip
         lines += ["", "Greedy answers (most frequent): " + "; ".join(
             f"{task}: {t['greedy_answers']}" for task, t in result["tasks"].items()), ""]  # fmt: skip
     return "\n".join(lines) + "\n"
@@ -142,7 +175,11 @@ def headline(report: dict[str, Any], name: str) -> dict[str, Any]:
     if "classify_gender" in tasks:
         g = tasks["classify_gender"]
         out["gender"] = {"calibrated_accuracy": g["calibrated"]["accuracy"], "n": g["calibrated"]["n"]}
-    out["text_to_audio_digits"] = None  # not measured by this benchmark yet
+    speaking = report["runs"][name].get("speaking")
+    out["text_to_audio_digits"] = (
+        None if not speaking else {"probe_accuracy": speaking["probe"]["accuracy"], "n": speaking["probe"]["n"],
+                                   "whisper_accuracy": speaking["whisper"]["accuracy"]}
+    )  # fmt: skip
     return out
 
 
@@ -156,6 +193,7 @@ def main() -> None:
     parser.add_argument("--split", default="validation", choices=("validation", "test", "train"))
     parser.add_argument("--limit", type=int, default=None, help="instructions per task (default: all of the split)")
     parser.add_argument("--references", type=int, default=10, help="train clips the calibration averages over")
+    parser.add_argument("--speak", type=int, default=100, help="text-to-audio digit prompts to answer (0: none)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "listening")
     parser.add_argument("--record", action="store_true", help="write benchmarks/results/listening.json (test split)")

@@ -114,7 +114,8 @@ def curriculum_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, LLMT
     Manifest(digit_items(20)).to_jsonl(root / "m.jsonl")
     cfg = LLMTrainConfig.model_validate({
         "llm": str(root / "llm"), "audio_tokenizer": "toy-tiny", "manifest": str(root / "m.jsonl"),
-        "tasks": ["classify_digit", "classify_gender"], "question_style": "short", "validation_fraction": 0.3,
+        "tasks": ["classify_digit", "classify_gender", "text_to_audio"], "question_style": "short",
+        "validation_fraction": 0.3,
         "prompt_max_seconds": 0.05, "untie_head": True, "new_rows_lr": 1e-3, "lora": {"r": 2, "alpha": 4},
         "steps": 2, "batch_size": 2, "checkpoint_every": 1, "log_every": 1,
     })  # fmt: skip
@@ -198,3 +199,6 @@ def test_the_benchmark_writes_its_report(
     assert set(tasks) == {"classify_digit", "classify_gender"} and tasks["classify_digit"]["ll"]["n"] == 4
     assert "| LL |" in (tmp_path / "listening_test.md").read_text()
     assert bench.headline(report, "run")["digits"]["n"] == 4
+    speaking = report["runs"]["run"]["speaking"]  # the 4 test prompts "Say the digit ...", read back
+    assert speaking["probe"]["n"] == speaking["whisper"]["n"] == 4 and 0 < speaking["chance"] <= 0.5
+    assert bench.headline(report, "run")["text_to_audio_digits"]["n"] == 4

@@ -34,6 +34,12 @@ Controls, on the same instructions:
 Accuracies carry Wilson 95% intervals; McNemar's exact test compares each scoring with the blind prior on the same
 instructions (:func:`soundtok.eval.stats.mcnemar`).
 
+**Speaking** (:func:`evaluate_speaking`), for ``text_to_audio`` prompts ("Say the digit seven."): the model's audio
+answer (:func:`~soundtok.llm.generate.generate_audio`, seeded sampling) is read by a bag-of-codes reader fitted on the
+*real* train clips' tokens of the same classes (the tokenizer's own probe), and is right when the reader hears the
+requested class; the same reader on the prompts' own real clips is its ceiling, and the share of the most frequent
+heard class shows a model that says one thing to every prompt.
+
 >>> blind_prior_answer(["seven", "one", "seven"])
 'seven'
 """
@@ -264,6 +270,51 @@ def evaluate_task(
     return out
 
 
+def evaluate_speaking(
+    llm: AudioLLM,
+    prompts: Sequence[Instruction],
+    train: Sequence[Instruction],
+    tokens_of: Callable[[str], Tokens],
+    *,
+    max_seconds: float = 2.0,
+    temperature: float = 1.0,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Speaking, as the module docstring defines it: ``prompts`` are ``text_to_audio`` instructions (the requested
+    class is their reference), ``train`` those of the train split, whose items' real tokens fit the reader."""
+    from soundtok.llm.generate import generate_audio
+    from soundtok.llm.prompt import Turn
+
+    if not prompts or not train:
+        raise ValueError("evaluate_speaking needs prompts to answer and train prompts whose clips fit the reader")
+    train_x = np.stack([bag_of_codes(tokens_of(i.item_id)) for i in train])
+    labels = [i.references[0] for i in train]
+    requested = [i.references[0] for i in prompts]
+    real = linear_reader(train_x, labels, np.stack([bag_of_codes(tokens_of(i.item_id)) for i in prompts]))
+    model_training = llm.model.training
+    llm.model.eval()
+    generated: list[Tokens] = []
+    try:
+        for n, ins in enumerate(prompts):
+            answer = generate_audio(llm.model, llm.fmt, [Turn.user(ins.question)], max_seconds=max_seconds,
+                                    temperature=temperature, seed=seed + n)  # fmt: skip
+            generated.append(answer.tokens)
+    finally:
+        llm.model.train(model_training)
+    heard = linear_reader(train_x, labels, np.stack([bag_of_codes(t) for t in generated]))
+    hits = [h == r for h, r in zip(heard, requested, strict=True)]
+    counts = Counter(heard)
+    return {
+        "probe": accuracy(hits),
+        "probe_on_real_clips": accuracy([h == r for h, r in zip(real, requested, strict=True)]),
+        "chance": 1 / len(set(labels)),
+        "most_heard_share": counts.most_common(1)[0][1] / len(heard),
+        "heard": dict(counts.most_common()),
+        "seconds": [float(t.lengths[0]) / t.sample_rate for t in generated],
+        "generated": generated,
+    }
+
+
 __all__ = [
     "CONDITIONS",
     "Scored",
@@ -273,6 +324,7 @@ __all__ = [
     "blind_prior_answer",
     "calibration_prior",
     "choice_loglik",
+    "evaluate_speaking",
     "evaluate_task",
     "linear_reader",
     "reference_clips",
