@@ -91,7 +91,7 @@ def test_codes_are_words_and_decode_from_the_stored_codebook() -> None:
 
 
 def test_recipe_trains_with_both_losses_exports_and_loads(setup: tuple[Path, Path], tmp_path: Path) -> None:
-    export = train_gan(config(setup, 3), tmp_path / "run")
+    export = train_gan(config(setup, 3, loss={"diversity": 0.1}), tmp_path / "run")
     assert export is not None
     model = soundtok.load(export)
     assert model.family == "llm_codec" and model.num_levels == 3
@@ -104,7 +104,9 @@ def test_recipe_trains_with_both_losses_exports_and_loads(setup: tuple[Path, Pat
     acc = EventAccumulator(str(events[0]))
     acc.Reload()
     tags = acc.Tags()["scalars"]
-    assert {"loss/semantic", "loss/consistency", "loss/mel", "eval/mel_distance"} <= set(tags)
+    assert {"loss/semantic", "loss/consistency", "loss/diversity", "loss/mel", "eval/mel_distance"} <= set(tags)
+    diversity = [e.value for e in acc.Scalars("loss/diversity")]
+    assert all(0 <= d <= 1 for d in diversity)
 
 
 def test_resume_continues_exactly(setup: tuple[Path, Path], tmp_path: Path) -> None:

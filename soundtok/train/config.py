@@ -62,6 +62,8 @@ class LossWeights(Strict):
     # the llm_codec recipe's level-1 semantic and level-2 consistency losses (soundtok.tokenizers.llm_codec)
     semantic: float = 1.0
     consistency: float = 1.0
+    # the llm_codec recipe's code-usage term: 1 - entropy of each level's batch-mean soft assignment / log(size)
+    diversity: float = 0.0
 
 
 class TrainConfig(Strict):
