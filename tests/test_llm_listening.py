@@ -162,6 +162,9 @@ def test_evaluate_task_scores_every_instruction_and_control(curriculum_run: tupl
         assert out[key]["n"] == len(evaluated) and 0 <= out[key]["accuracy"] <= 1
     assert len(out["references"]) == 3 and set(out["scores"]) == {i.id for i in evaluated}
     assert all(len(s["own"]) == 10 for s in out["scores"].values())
+    first = evaluated[0]  # the no-audio likelihoods, computed once per question, are those of the question alone
+    alone = choice_loglik(llm, user_turn(llm, first.question, None), first.choices)
+    assert out["scores"][first.id]["no_audio"] == pytest.approx(alone, abs=1e-5)
 
 
 def test_summary_counts_what_each_scoring_got_right() -> None:

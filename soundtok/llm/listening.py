@@ -113,15 +113,25 @@ def user_turn(llm: AudioLLM, question: str, tokens: Tokens | None) -> Turn:
 
 
 def score_instruction(
-    llm: AudioLLM, ins: Instruction, tokens_of: Callable[[str], Tokens], partner: str | None, *, greedy: bool = True
+    llm: AudioLLM,
+    ins: Instruction,
+    tokens_of: Callable[[str], Tokens],
+    partner: str | None,
+    *,
+    greedy: bool = True,
+    no_audio: dict[str, float] | None = None,
 ) -> Scored:
-    """The likelihoods of every choice under the three conditions, and the greedy answer."""
+    """The likelihoods of every choice under the three conditions, and the greedy answer. ``no_audio`` (choice ->
+    ``LL(c | question alone)``, the same for every clip asked the same question) saves recomputing it."""
     from soundtok.llm.generate import generate_text
 
     out = Scored(ins, partner)
     own = user_turn(llm, ins.question, tokens_of(ins.item_id))
     out.ll["own"] = choice_loglik(llm, own, ins.choices)
-    out.ll["no_audio"] = choice_loglik(llm, user_turn(llm, ins.question, None), ins.choices)
+    if no_audio is None:
+        out.ll["no_audio"] = choice_loglik(llm, user_turn(llm, ins.question, None), ins.choices)
+    else:
+        out.ll["no_audio"] = [no_audio[c] for c in ins.choices]
     if partner is not None:
         out.ll["swapped"] = choice_loglik(llm, user_turn(llm, ins.question, tokens_of(partner)), ins.choices)
     if greedy:
@@ -242,12 +252,16 @@ def evaluate_task(
     try:
         refs = reference_clips(train, references, seed)
         prior: dict[str, dict[str, float]] = {}
+        blind: dict[str, dict[str, float]] = {}  # per question: LL(c | question alone)
         for question in sorted({i.question for i in evaluated}):
             choices = next(i.choices for i in evaluated if i.question == question)
             prior[question] = calibration_prior(llm, question, choices, refs, tokens_of)
+            values = choice_loglik(llm, user_turn(llm, question, None), choices)
+            blind[question] = dict(zip(choices, values, strict=True))
         scored = []
         for n, ins in enumerate(evaluated):
-            scored.append(score_instruction(llm, ins, tokens_of, partners.get(ins.id), greedy=greedy))
+            scored.append(score_instruction(llm, ins, tokens_of, partners.get(ins.id), greedy=greedy,
+                                            no_audio=blind[ins.question]))  # fmt: skip
             if (n + 1) % 50 == 0:
                 log.info("%s: %d of %d instructions scored", ins.task, n + 1, len(evaluated))
     finally:
