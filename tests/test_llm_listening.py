@@ -105,12 +105,10 @@ def test_collapsing_runs_is_refused_for_several_levels() -> None:
 
 @pytest.fixture(scope="module")
 def curriculum_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, LLMTrainConfig]:
-    from soundtok.llm.dummies import tiny_causal_lm, tiny_chat_tokenizer
+    from soundtok.llm.dummies import save_tiny_llm
 
     root = tmp_path_factory.mktemp("curriculum")
-    tok = tiny_chat_tokenizer()
-    tiny_causal_lm(len(tok)).save_pretrained(root / "llm")
-    tok.save_pretrained(root / "llm")
+    save_tiny_llm(root / "llm")
     Manifest(digit_items(20)).to_jsonl(root / "m.jsonl")
     cfg = LLMTrainConfig.model_validate({
         "llm": str(root / "llm"), "audio_tokenizer": "toy-tiny", "manifest": str(root / "m.jsonl"),

@@ -13,7 +13,7 @@ from soundtok.cli.main import main
 from soundtok.corpus import AudioItem, Manifest
 from soundtok.errors import SoundtokError
 from soundtok.launch import run_accelerate
-from soundtok.llm.dummies import tiny_causal_lm, tiny_chat_tokenizer
+from soundtok.llm.dummies import save_tiny_llm, tiny_causal_lm, tiny_chat_tokenizer
 from soundtok.llm.recipe import (
     BASE_FILE,
     INSTRUCTIONS_FILE,
@@ -32,9 +32,7 @@ pytest.importorskip("peft")
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A tiny LLM folder and a manifest of the bundled clips with corpus-style labels."""
     root = tmp_path_factory.mktemp("recipe")
-    tok = tiny_chat_tokenizer()
-    tiny_causal_lm(len(tok)).save_pretrained(root / "llm")
-    tok.save_pretrained(root / "llm")
+    save_tiny_llm(root / "llm")
     items = [
         AudioItem("esc50/1-1-A-0", fixture_path("sneeze"), 1.0, {"category": "sneezing"}, "train", "esc50"),
         AudioItem("esc50/5-1-A-0", fixture_path("sneeze"), 1.0, {"category": "sneezing"}, "test", "esc50"),

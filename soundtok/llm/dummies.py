@@ -11,7 +11,9 @@ prompt.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -71,3 +73,12 @@ def tiny_causal_lm(vocab_size: int, *, tie_word_embeddings: bool = True, seed: i
     model = LlamaForCausalLM(config).eval()
     torch.random.set_rng_state(state)
     return model
+
+
+def save_tiny_llm(folder: str | os.PathLike[str]) -> Path:
+    """The tiny chat tokenizer and a tiny Llama over it, saved as a Hugging Face folder (what ``load_llm`` reads)."""
+    folder = Path(folder)
+    tok = tiny_chat_tokenizer()
+    tiny_causal_lm(len(tok)).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder

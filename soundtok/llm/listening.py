@@ -46,11 +46,12 @@ heard class shows a model that says one thing to every prompt.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -87,6 +88,17 @@ class Scored:
         if prior is not None:
             scores = [s - prior[c] for c, s in zip(choices, scores, strict=True)]
         return choices[int(np.argmax(scores))]
+
+
+@contextlib.contextmanager
+def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """``model`` in eval mode (no dropout) for the block, then back in the mode it was in."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 def answer_ids(llm: AudioLLM, turn: Turn, choice: str) -> tuple[list[int], list[int]]:
@@ -247,9 +259,7 @@ def evaluate_task(
     per item id. Returns :func:`summarise`'s figures plus ``"scores"``, every instruction's likelihoods."""
     if not evaluated or not train:
         raise ValueError("evaluate_task needs instructions to score and train instructions of the same task")
-    model_training = llm.model.training
-    llm.model.eval()
-    try:
+    with _eval_mode(llm.model):
         refs = reference_clips(train, references, seed)
         prior: dict[str, dict[str, float]] = {}
         blind: dict[str, dict[str, float]] = {}  # per question: LL(c | question alone)
@@ -264,8 +274,6 @@ def evaluate_task(
                                             no_audio=blind[ins.question]))  # fmt: skip
             if (n + 1) % 50 == 0:
                 log.info("%s: %d of %d instructions scored", ins.task, n + 1, len(evaluated))
-    finally:
-        llm.model.train(model_training)
 
     def features(ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         bags = np.stack([bag_of_codes(llm.question_audio(tokens_of(i))) for i in ids])
@@ -297,7 +305,6 @@ def evaluate_speaking(
     """Speaking, as the module docstring defines it: ``prompts`` are ``text_to_audio`` instructions (the requested
     class is their reference), ``train`` those of the train split, whose items' real tokens fit the reader."""
     from soundtok.llm.generate import generate_audio
-    from soundtok.llm.prompt import Turn
 
     if not prompts or not train:
         raise ValueError("evaluate_speaking needs prompts to answer and train prompts whose clips fit the reader")
@@ -305,16 +312,12 @@ def evaluate_speaking(
     labels = [i.references[0] for i in train]
     requested = [i.references[0] for i in prompts]
     real = linear_reader(train_x, labels, np.stack([bag_of_codes(tokens_of(i.item_id)) for i in prompts]))
-    model_training = llm.model.training
-    llm.model.eval()
     generated: list[Tokens] = []
-    try:
+    with _eval_mode(llm.model):
         for n, ins in enumerate(prompts):
             answer = generate_audio(llm.model, llm.fmt, [Turn.user(ins.question)], max_seconds=max_seconds,
                                     temperature=temperature, seed=seed + n)  # fmt: skip
             generated.append(answer.tokens)
-    finally:
-        llm.model.train(model_training)
     heard = linear_reader(train_x, labels, np.stack([bag_of_codes(t) for t in generated]))
     hits = [h == r for h, r in zip(heard, requested, strict=True)]
     counts = Counter(heard)
