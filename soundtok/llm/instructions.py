@@ -27,7 +27,8 @@ classify_event        esc50 (category)                           the class name
 classify_instrument   instruments (label)                        the class name
 classify_emotion      ravdess (emotion)                          the class name
 classify_digit        fsdd (digit)                               the digit as a word ("seven")
-classify_gender       fsdd, ravdess, librispeech (gender)        "female" or "male"
+classify_gender       fsdd, ravdess, librispeech (gender; only   "female" or "male"
+                      datasets that hold both genders)
 asr                   librispeech (transcript)                   the transcript, exactly as labelled
 open_question         esc50, instruments, fsdd, ravdess,         speech / music / another sound; a man / a woman;
                       librispeech                                how many words are spoken; the ESC-50 group of an
@@ -326,6 +327,17 @@ def _class_lists(manifest: Iterable[AudioItem]) -> dict[str, tuple[str, ...]]:
         canonical = _canonical_classes(task)
         out[task] = canonical + tuple(sorted(found[task] - set(canonical)))
     return out
+
+
+def _one_gender_datasets(items: Iterable[AudioItem]) -> frozenset[str]:
+    """Datasets whose gender-labelled items are all of one gender (FSDD's six speakers are all male): their gender
+    question has one answer, so it teaches the LLM the prior and nothing it hears, and scores it on the prior."""
+    found: dict[str, set[str]] = defaultdict(set)
+    for item in items:
+        gender = _gender(item)
+        if gender is not None:
+            found[item.dataset].add(gender)
+    return frozenset(d for d, genders in found.items() if len(genders) == 1)
 
 
 def _gender(item: AudioItem) -> str | None:
@@ -695,6 +707,7 @@ def build_instructions(
         raise InstructionError(f"unknown task(s) {unknown}; tasks are {list(TASKS)}")
     items = list(manifest)
     classes = _class_lists(items)
+    one_gender = _one_gender_datasets(items)
     skipped: Counter[str] = Counter()
     out: list[Instruction] = []
     for item in items:
@@ -706,6 +719,8 @@ def build_instructions(
         templates = build(item, classes)
         for task in TASKS:
             if task not in wanted or not templates.get(task):
+                continue
+            if task == "classify_gender" and item.dataset in one_gender:
                 continue
             rng = random.Random(f"{seed}/{item.id}/{task}")
             for k, v in enumerate(_draw(rng, templates[task], templates_per_item)):
